@@ -1,0 +1,9 @@
+"""Errors that are the user's to fix (bad input, missing files, wrong config).
+
+Command-line entry points catch :class:`UserError` and print its message on one line
+instead of a traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem with the input or the configuration, explained in the message."""

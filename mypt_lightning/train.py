@@ -1,0 +1,187 @@
+"""Compose-and-call: turn a composed Hydra config into a Lightning run.
+
+``run.py`` calls :func:`train` with the config Hydra composed from ``conf/``. Everything
+a run needs is instantiated here from the config (``data``, ``logger``, ``callbacks``,
+``trainer``); the only decisions taken in code are the ones a config cannot express:
+
+* ``init_from: auto`` -> the previous phase's export (found beside this run's directory),
+  or ``paths.base_model`` for phase 1b; a missing one stops before anything starts and
+  names the command that produces it;
+* ``ckpt_path: last`` -> ``<run dir>/checkpoints/last.ckpt``;
+* the W&B run id, kept in ``<run dir>/run_info.json`` so a resumed run continues the same
+  W&B run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mypt_lightning import config as _resolvers  # noqa: F401  (registers ${mypt.*})
+from mypt_lightning.errors import UserError
+
+RUN_INFO = "run_info.json"
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``last`` -> this run's last.ckpt; a path must exist."""
+    if not ckpt_path:
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.exists():
+        raise UserError(
+            f"ckpt_path={ckpt_path}: no checkpoint at {path}. A run keeps its checkpoints in "
+            f"<run dir>/checkpoints/ (this run's dir: {output_dir}); resume with the same "
+            f"phase/run_name as the killed run."
+        )
+    return str(path)
+
+
+def _export_candidates(output_dir: Path, previous: str) -> list[Path]:
+    """Where the previous phase's export can be: beside this run (runs/<phase>/export) or,
+    in a sweep, an earlier job of the same sweep (<sweep>/<num>_<phase>/export)."""
+    parent = output_dir.parent
+    found = [parent / previous / "export"]
+    found += sorted(parent.glob(f"*_{previous}/export"), key=lambda p: p.stat().st_mtime)
+    return [p for p in found if p.exists()]
+
+
+def resolve_init_from(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The weights this run starts from (weights only), or None for a random init."""
+    init_from = cfg.get("init_from")
+    if init_from in (None, "", "none", "null"):
+        return None
+    if init_from != "auto":
+        if not Path(init_from).exists():
+            raise UserError(f"init_from={init_from}: no such file or directory")
+        return str(init_from)
+    previous = cfg.phase.get("previous")
+    if not previous:
+        base = Path(cfg.paths.base_model)
+        if not base.exists():
+            raise UserError(
+                f"{cfg.phase.name} starts from the MyPT base model, expected at {base} (not found). "
+                f"Put the base checkpoint there, or pass paths.base_model=PATH or init_from=PATH."
+            )
+        return str(base)
+    candidates = _export_candidates(output_dir, previous)
+    if not candidates:
+        raise UserError(
+            f"{cfg.phase.name} starts from {previous}'s exported model, expected at "
+            f"{output_dir.parent / previous / 'export'} (not found). Produce it with "
+            f"`python run.py phase={previous}`, or pass init_from=PATH (null for a random init)."
+        )
+    return str(candidates[-1])
+
+
+def check_datasets(cfg: DictConfig) -> None:
+    """Fail before building anything if a dataset the run reads does not exist."""
+    paths = []
+    if cfg.data_mix.get("components"):
+        paths += [(c["name"], c["path"]) for c in cfg.data_mix.components]
+    else:
+        paths.append((cfg.phase.name, cfg.data.dataset_dir))
+    paths += list((cfg.data_mix.get("eval_sets") or {}).items())
+    missing = [(name, path) for name, path in paths if not Path(path).exists()]
+    if missing:
+        listing = "; ".join(f"{name}: {path}" for name, path in missing)
+        raise UserError(
+            f"dataset not found ({listing}). Build a phase's data with "
+            f"`python tools/prepare_phase.py phase=<phase>` or tools/prepare_sft.py, point "
+            f"phase.dataset_dir / data_mix at existing datasets, or use data_mix=none."
+        )
+
+
+def resolve_run_id(output_dir: Path, resuming: bool) -> str:
+    """The W&B run id of this run directory: reused when resuming, new otherwise."""
+    info_path = output_dir / RUN_INFO
+    if resuming and info_path.exists():
+        return json.loads(info_path.read_text())["run_id"]
+    import wandb.util
+
+    return wandb.util.generate_id()
+
+
+def _write_run_info(output_dir: Path, cfg: DictConfig, init_from: str | None) -> None:
+    info = {
+        "run_id": cfg.run_id,
+        "run_name": cfg.run_name,
+        "phase": cfg.phase.name,
+        "init_from": init_from,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / f".{RUN_INFO}.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, output_dir / RUN_INFO)
+
+
+def build_module(cfg: DictConfig, init_from: str | None, val_set_names: list[str]):
+    from mypt_lightning.lit_module import MyPTLitModule
+
+    return MyPTLitModule(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        max_steps=cfg.train.max_steps,
+        accumulate_grad_batches=cfg.train.accumulate_grad_batches,
+        init_from=init_from,
+        compile=cfg.train.get("compile", False),
+        max_consecutive_nonfinite=cfg.train.max_consecutive_nonfinite,
+        val_set_names=val_set_names,
+    )
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one training job described by ``cfg``; returns the final metrics."""
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    init_from = None if ckpt_path else resolve_init_from(cfg, output_dir)
+    check_datasets(cfg)
+    with open_dict(cfg):
+        cfg.run_id = resolve_run_id(output_dir, resuming=ckpt_path is not None)
+    _write_run_info(output_dir, cfg, init_from)
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    module = build_module(cfg, init_from, datamodule.val_set_names)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    export_dir = output_dir / "export"
+    if cfg.train.get("export", True) and trainer.is_global_zero and not trainer.interrupted:
+        from mypt_lightning.checkpoint import save_exported
+
+        model = getattr(module.model, "_orig_mod", module.model)  # unwrap torch.compile
+        save_exported(model, export_dir, extra={"phase": cfg.phase.name, "global_step": trainer.global_step})
+    _finish_loggers(loggers)
+    if trainer.is_global_zero:
+        print(f"[mypt] run directory: {output_dir}")
+        print(f"[mypt] checkpoints:   {output_dir / 'checkpoints'} (last.ckpt resumes with ckpt_path=last)")
+        if cfg.train.get("export", True):
+            print(f"[mypt] exported model: {export_dir} (the next phase's init_from)")
+        for logger in loggers:
+            print(f"[mypt] {type(logger).__name__} logs: {getattr(logger, 'log_dir', None) or getattr(logger, 'save_dir', None)}")
+    return metrics
+
+
+def _finish_loggers(loggers) -> None:
+    """Close W&B so the next job of a multirun starts its own run."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            logger.finalize("success")
+            wandb.finish()

@@ -1,0 +1,32 @@
+"""Train one curriculum phase (or a sweep of them) from the Hydra configs in conf/.
+
+    python run.py phase=phase4_multiturn                      # one phase, init from phase 3's export
+    python run.py experiment=cpu_demo                         # tiny model on CPU (see README)
+    python run.py -m phase=phase3_chat_sft optim.lr=1e-5,3e-5 model.neftune_alpha=0,5
+    python run.py phase=phase4_multiturn ckpt_path=last       # resume a killed run exactly
+    python run.py --help                                      # config groups and options
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import mypt_lightning.config  # noqa: F401  (registers the ${mypt.*} resolvers)
+from mypt_lightning.errors import UserError
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from mypt_lightning.train import train
+
+    try:
+        metrics = train(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return metrics.get("val_loss")
+
+
+if __name__ == "__main__":
+    main()
