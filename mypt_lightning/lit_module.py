@@ -108,6 +108,7 @@ class MyPTLitModule(L.LightningModule):
         self._nonfinite_in_a_row = 0
         self.skipped_steps = 0
         self._val_sums: dict[int, dict[str, torch.Tensor]] = {}
+        self.last_step_metrics: dict[str, float] = {}  # the latest optimizer step's train/* metrics
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -203,6 +204,7 @@ class MyPTLitModule(L.LightningModule):
         if self._last_step_time is not None:
             metrics["train/tokens_per_sec"] = float(tokens) / max(1e-9, now - self._last_step_time)
         self._last_step_time = now
+        self.last_step_metrics = metrics
         self._log_metrics(metrics)
         self.log("loss", loss, prog_bar=True, logger=False, on_step=True, batch_size=1)
         self._micro_step = 0
@@ -305,9 +307,11 @@ class MyPTLitModule(L.LightningModule):
 
 
 def _capture_rng_state() -> dict:
+    # Only tensors and plain Python values, so checkpoints load with torch.load(weights_only=True).
+    name, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(legacy=False),
+        "numpy": [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -317,7 +321,8 @@ def _capture_rng_state() -> dict:
 
 def _restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

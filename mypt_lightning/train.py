@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -105,9 +107,7 @@ def resolve_run_id(output_dir: Path, resuming: bool) -> str:
     info_path = output_dir / RUN_INFO
     if resuming and info_path.exists():
         return json.loads(info_path.read_text())["run_id"]
-    import wandb.util
-
-    return wandb.util.generate_id()
+    return secrets.token_hex(4)  # 8 chars of [0-9a-f]: a valid W&B run id
 
 
 def _write_run_info(output_dir: Path, cfg: DictConfig, init_from: str | None) -> None:
@@ -140,8 +140,11 @@ def build_module(cfg: DictConfig, init_from: str | None, val_set_names: list[str
     )
 
 
-def train(cfg: DictConfig) -> dict:
-    """Run one training job described by ``cfg``; returns the final metrics."""
+def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
+    """Run one training job described by ``cfg``; returns the final metrics.
+
+    ``extra_callbacks`` are added to the configured ones (programmatic use: notebooks, tests).
+    """
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     init_from = None if ckpt_path else resolve_init_from(cfg, output_dir)
@@ -150,10 +153,14 @@ def train(cfg: DictConfig) -> dict:
         cfg.run_id = resolve_run_id(output_dir, resuming=ckpt_path is not None)
     _write_run_info(output_dir, cfg, init_from)
 
+    # Checkpoints are taken right after an optimizer step, which is what we want them to hold;
+    # Lightning warns about that for manually optimised modules.
+    warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _convert_="all")
     module = build_module(cfg, init_from, datamodule.val_set_names)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += list(extra_callbacks or [])
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

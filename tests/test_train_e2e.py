@@ -1,0 +1,160 @@
+"""End to end through the real config tree: train, export, load, resume exactly, sweep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import mypt_lightning.config  # noqa: F401
+from data_modules import DatasetWriter, build_packed_block
+from mypt_lightning import load_model
+from mypt_lightning.errors import UserError
+from mypt_lightning.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = 64
+
+
+def write_packed_dataset(path: Path, blocks: dict[str, int], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(path, weighted=True, packed=True, block_size=BLOCK) as writer:
+        for split, count in blocks.items():
+            out = writer.split(split)
+            for _ in range(count):
+                episodes = []
+                for _ in range(int(rng.integers(2, 5))):
+                    n = int(rng.integers(5, 16))
+                    weights = (rng.random(n) > 0.3).astype(np.float32) * rng.choice([1.0, 2.0], size=n)
+                    episodes.append((rng.integers(0, 50000, size=n), weights))
+                out.add_block(*build_packed_block(episodes, BLOCK))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_packed_dataset(tmp_path_factory.mktemp("data") / "sft_tiny", {"train": 40, "val": 4})
+
+
+def tiny_overrides(dataset: Path, output_dir: Path, **extra) -> list[str]:
+    values = {
+        "model": "tiny", "trainer": "cpu", "logger": "none", "data_mix": "none",
+        "phase": "phase1_format_lock", "init_from": "null",
+        "phase.dataset_dir": str(dataset), "paths.output_dir": str(output_dir),
+        "paths.output_root": str(output_dir.parent),
+        "model.n_embd": 32, "model.n_head": 2, "model.n_layer": 2, "model.block_size": BLOCK,
+        "model.rope_scale": 1.0, "model.dropout": 0.1, "model.neftune_alpha": 5,
+        "optim.lr": 3e-3, "optim.warmup_steps": 2,
+        "train.max_steps": 6, "train.accumulate_grad_batches": 2,
+        "train.eval_every_steps": 3, "train.checkpoint_every_steps": 3,
+        "data.batch_size": 2, "data.num_workers": 2, "data.max_val_samples": 4,
+        "callbacks.progress_bar": "null", "callbacks.model_summary": "null",
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def compose_cfg(overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+class StepLosses(L.Callback):
+    """Records train/loss per optimizer step; optionally crashes after a given step."""
+
+    def __init__(self, crash_after_step: int | None = None):
+        self.losses: dict[int, float] = {}
+        self.crash_after_step = crash_after_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        metrics = pl_module.last_step_metrics
+        if metrics and trainer.global_step not in self.losses:
+            self.losses[trainer.global_step] = metrics["train/loss"]
+            if trainer.global_step == self.crash_after_step:
+                raise SimulatedCrash(f"killed after step {trainer.global_step}")
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+def test_train_checkpoint_export_and_load(dataset, tmp_path):
+    out = tmp_path / "run"
+    cfg = compose_cfg(tiny_overrides(dataset, out, logger="csv"))
+    record = StepLosses()
+    train(cfg, extra_callbacks=[record])
+    assert sorted(record.losses) == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(v) for v in record.losses.values())
+    assert (out / "checkpoints" / "last.ckpt").exists()
+    assert (out / "checkpoints" / "step000003.ckpt").exists()
+    metrics_csv = (out / "csv" / "metrics.csv").read_text()
+    for name in ["train/loss", "train/grad_norm", "train/supervised_fraction", "train/masked_token_acc",
+                 "train/tokens_per_sec", "val/val/loss"]:
+        assert name in metrics_csv, name
+
+    exported = load_model(out / "export")
+    from_ckpt = load_model(out / "checkpoints" / "last.ckpt")
+    ids = torch.randint(0, 50000, (1, 20))
+    segments = torch.tensor([[1] * 8 + [2] * 12])
+    torch.testing.assert_close(exported(ids), from_ckpt(ids))
+    torch.testing.assert_close(exported(ids, segment_ids=segments)[0, 8:], exported(ids[:, 8:])[0])
+    assert not exported.training
+
+
+def test_resume_continues_the_same_loss_curve(dataset, tmp_path):
+    straight = StepLosses()
+    train(compose_cfg(tiny_overrides(dataset, tmp_path / "a")), extra_callbacks=[straight])
+
+    killed = StepLosses(crash_after_step=4)  # checkpoint at step 3, crash after step 4 (its work lost)
+    with pytest.raises(SimulatedCrash):
+        train(compose_cfg(tiny_overrides(dataset, tmp_path / "b")), extra_callbacks=[killed])
+    resumed = StepLosses()
+    train(compose_cfg(tiny_overrides(dataset, tmp_path / "b", ckpt_path="last")), extra_callbacks=[resumed])
+
+    assert sorted(resumed.losses) == [4, 5, 6]
+    for step in range(1, 5):
+        assert killed.losses[step] == pytest.approx(straight.losses[step], rel=1e-6, abs=1e-7)
+    for step in range(4, 7):
+        assert resumed.losses[step] == pytest.approx(straight.losses[step], rel=1e-6, abs=1e-7)
+
+
+def test_missing_previous_phase_export_names_the_command(dataset, tmp_path):
+    cfg = compose_cfg(tiny_overrides(dataset, tmp_path / "runs" / "phase4_multiturn",
+                                     phase="phase4_multiturn", init_from="auto"))
+    with pytest.raises(UserError, match="python run.py phase=phase3_chat_sft"):
+        train(cfg)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    cfg = compose_cfg(tiny_overrides(tmp_path / "nope", tmp_path / "run"))
+    with pytest.raises(UserError, match="dataset not found"):
+        train(cfg)
+
+
+def test_multirun_sweep_runs_four_jobs_with_their_own_wandb_runs(dataset, tmp_path):
+    overrides = tiny_overrides(dataset, tmp_path, logger="wandb", **{"train.max_steps": 2, "train.eval_every_steps": 2})
+    swept_or_replaced = ("paths.output_dir=", "paths.output_root=", "optim.lr=", "model.neftune_alpha=", "data.num_workers=")
+    overrides = [o for o in overrides if not o.startswith(swept_or_replaced)]
+    overrides += [f"paths.output_root={tmp_path}", f"hydra.sweep.dir={tmp_path}/sweep", "data.num_workers=0"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [sys.executable, "run.py", "-m", "optim.lr=1e-3,3e-3", "model.neftune_alpha=0,5", *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in jobs] == [f"{i}_phase1_format_lock" for i in range(4)]
+    run_ids = set()
+    for job in jobs:
+        assert (job / "export" / "model.safetensors").exists()
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, runs
+        run_ids.add(runs[0].name.rsplit("-", 1)[-1])
+    assert len(run_ids) == 4
