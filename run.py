@@ -13,7 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 import mypt_lightning.config  # noqa: F401  (registers the ${mypt.*} resolvers)
-from mypt_lightning.errors import UserError
+from mypt_lightning.errors import Preempted, UserError
+from mypt_lightning.fault_tolerance import PREEMPTED_EXIT_CODE
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -25,6 +26,9 @@ def main(cfg: DictConfig) -> float | None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as stop:
+        print(f"[mypt] {stop}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
     return metrics.get("val_loss")
 
 

@@ -7,3 +7,7 @@ instead of a traceback; anything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the input or the configuration, explained in the message."""
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after saving ``last.ckpt``; resume with ``ckpt_path=last``."""

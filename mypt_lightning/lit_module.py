@@ -109,6 +109,8 @@ class MyPTLitModule(L.LightningModule):
         self.skipped_steps = 0
         self._val_sums: dict[int, dict[str, torch.Tensor]] = {}
         self.last_step_metrics: dict[str, float] = {}  # the latest optimizer step's train/* metrics
+        self._sigterm_pending = False
+        self.preemption_checkpoint: str | None = None  # last.ckpt written on SIGTERM
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -240,6 +242,13 @@ class MyPTLitModule(L.LightningModule):
                 f"(max_consecutive_nonfinite={self.hparams.max_consecutive_nonfinite})."
             )
         self.print(f"[mypt] skipped step: {message}")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        from mypt_lightning.fault_tolerance import defer_sigterm_to_step_end
+
+        saved = defer_sigterm_to_step_end(self.trainer, self)
+        if saved:
+            self.preemption_checkpoint = saved
 
     # ------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mypt_lightning import config as _resolvers  # noqa: F401  (registers ${mypt.*})
-from mypt_lightning.errors import UserError
+from mypt_lightning.errors import Preempted, UserError
+from mypt_lightning.fault_tolerance import check_output_dir, estimate_checkpoint_bytes
 
 RUN_INFO = "run_info.json"
 
@@ -102,6 +104,18 @@ def check_datasets(cfg: DictConfig) -> None:
         )
 
 
+def count_parameters(cfg: DictConfig) -> int:
+    """Parameters of the configured model, counted on the meta device (no memory used)."""
+    import torch
+
+    from mypt_lightning.model import MyPT, MyPTConfig
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.pop("compile", None)
+    with torch.device("meta"):
+        return MyPT(MyPTConfig.from_dict(model_cfg)).num_parameters()
+
+
 def resolve_run_id(output_dir: Path, resuming: bool) -> str:
     """The W&B run id of this run directory: reused when resuming, new otherwise."""
     info_path = output_dir / RUN_INFO
@@ -128,13 +142,15 @@ def _write_run_info(output_dir: Path, cfg: DictConfig, init_from: str | None) ->
 def build_module(cfg: DictConfig, init_from: str | None, val_set_names: list[str]):
     from mypt_lightning.lit_module import MyPTLitModule
 
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    compile_model = bool(model_cfg.pop("compile", False))
     return MyPTLitModule(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
+        model=model_cfg,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         max_steps=cfg.train.max_steps,
         accumulate_grad_batches=cfg.train.accumulate_grad_batches,
         init_from=init_from,
-        compile=cfg.train.get("compile", False),
+        compile=compile_model,
         max_consecutive_nonfinite=cfg.train.max_consecutive_nonfinite,
         val_set_names=val_set_names,
     )
@@ -149,6 +165,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     init_from = None if ckpt_path else resolve_init_from(cfg, output_dir)
     check_datasets(cfg)
+    check_output_dir(output_dir, estimate_checkpoint_bytes(count_parameters(cfg)))
     with open_dict(cfg):
         cfg.run_id = resolve_run_id(output_dir, resuming=ckpt_path is not None)
     _write_run_info(output_dir, cfg, init_from)
@@ -164,7 +181,15 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        _finish_loggers(loggers)
+        saved = module.preemption_checkpoint
+        where = f"after saving {saved}" if saved else "without a new checkpoint (SIGTERM outside training steps)"
+        raise Preempted(
+            f"SIGTERM: stopped at step {trainer.global_step} {where}; resume with ckpt_path=last"
+        ) from None
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     export_dir = output_dir / "export"

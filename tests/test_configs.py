@@ -65,7 +65,9 @@ def test_phase_preset_composes_with_750m(phase):
     if phase != "phase1b_context_ext":
         assert mix["replay_pretrain"] == pytest.approx(0.05)
 
-    model_cfg = MyPTConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    model_dict = OmegaConf.to_container(cfg.model, resolve=True)
+    assert model_dict.pop("compile") is False
+    model_cfg = MyPTConfig.from_dict(model_dict)
     with torch.device("meta"):
         model = MyPT(model_cfg)
     n = model.num_parameters()

@@ -1,0 +1,35 @@
+"""A CSV logger that keeps a resumed run's history.
+
+Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when a new process starts
+logging into the same directory, so ``ckpt_path=last`` would lose the curve before the
+crash. :class:`ResumableCSVLogger` appends instead when ``resume`` is true (``train()``
+sets it when resuming). Steps logged by the killed process after its last checkpoint
+appear twice; the later rows are the resumed run's.
+"""
+
+from __future__ import annotations
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+
+class _AppendingExperimentWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:  # keep metrics.csv: we append to it
+        pass
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` that appends to an existing ``metrics.csv`` when ``resume=True``."""
+
+    def __init__(self, *args, resume: bool | str | None = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resume = bool(resume)  # the config passes ckpt_path itself: "last", a path, or null
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            writer_cls = _AppendingExperimentWriter if self.resume else ExperimentWriter
+            self._experiment = writer_cls(log_dir=self.log_dir)
+        return self._experiment
