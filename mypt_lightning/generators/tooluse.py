@@ -1,0 +1,160 @@
+"""Building tool-use episodes (phases 5 and 6) whose tool results are real.
+
+:class:`ToolSession` appends ``assistant_toolcall`` + ``toolresult`` pairs where the result
+is whatever ``Workspace.call`` returns for those arguments (never written by hand), and
+checks the final answer: every string the answer relies on (its *support*: an evidence
+sentence, a summary, listed titles) must occur in a successful tool result of the episode.
+An unsupported episode raises :class:`Unsupported`, and the generator draws another one.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from mypt_lightning.generators.general_qa import general_question
+from mypt_lightning.generators.qa_bank import Fact
+from mypt_lightning.workspace import Workspace
+
+DOMAIN_NAMES = {
+    "en": {"policy": "policy", "setup": "setup guide", "product": "product", "history": "history", "science": "science"},
+    "de": {"policy": "Richtlinien", "setup": "Einrichtung", "product": "Produkte", "history": "Geschichte",
+           "science": "Wissenschaft"},
+}
+LANGUAGE_NAMES = {"en": {"en": "English", "de": "German"}, "de": {"en": "englische", "de": "deutsche"}}  # "Es gibt 5 deutsche Dokumente"
+
+
+class Unsupported(Exception):
+    """The episode's final answer is not backed by its tool results (or a call failed unexpectedly).
+
+    ``args[0]`` is a short reason (counted in the statistics), further args are details."""
+
+    @property
+    def reason(self) -> str:
+        return str(self.args[0]) if self.args else "unsupported"
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+class ToolSession:
+    """Messages of one tool-use turn, with every tool call executed against ``workspace``."""
+
+    def __init__(self, workspace: Workspace, user: str, context: str | None = None):
+        self.ws = workspace
+        first = {"role": "user", "content": user}
+        if context:
+            first["context"] = context
+        self.messages: list[dict] = [first]
+        self.results: list[dict] = []
+        self.calls: list[tuple[str, dict]] = []
+
+    def call(self, name: str, arguments: dict, think: str | None = None, *, expect_error: bool = False) -> dict:
+        msg = {"role": "assistant_toolcall", "name": name, "arguments": dict(arguments)}
+        if think:
+            msg = {"role": "assistant_toolcall", "think": think, "name": name, "arguments": dict(arguments)}
+        result = self.ws.call(name, dict(arguments))
+        failed = "error" in result
+        if failed != expect_error:
+            raise Unsupported(f"{name} {'failed' if failed else 'succeeded'} unexpectedly", arguments, result)
+        self.messages.append(msg)
+        self.messages.append({"role": "toolresult", "name": name, "content": result})
+        self.results.append(result)
+        self.calls.append((name, dict(arguments)))
+        return result
+
+    def answer(self, content: str, *, support: list[str], think: str | None = None, cite: str | None = None) -> None:
+        """The final answer; each ``support`` string must be in a successful tool result."""
+        texts = [s for r in self.results if "error" not in r for s in _strings(r)]
+        for needed in support:
+            if not any(needed in t for t in texts):
+                raise Unsupported("answer not supported by the tool results", needed)
+        msg: dict = {"role": "assistant"}
+        if think:
+            msg["think"] = think
+        msg["content"] = content
+        if cite:
+            msg["cite"] = cite
+        self.messages.append(msg)
+
+
+def hit(result: dict, doc_id: str) -> tuple[int, dict] | None:
+    """(1-based rank, entry) of ``doc_id`` in a search result, or None."""
+    for rank, entry in enumerate(result.get("documents", []), 1):
+        if entry["doc_id"] == doc_id:
+            return rank, entry
+    return None
+
+
+def question_query(question: str) -> str:
+    """A keyword query made from a question: drop the question mark, keep the words."""
+    return re.sub(r"[?!.]+$", "", question).strip()
+
+
+def no_tool_episode(language: str, rng: random.Random, thinks: dict[str, list[str]]) -> tuple[list[dict], str]:
+    """A question answered directly; the think (half of the time) says why no tool is needed."""
+    question, answer, qid = general_question(language, rng)
+    msg: dict = {"role": "assistant", "content": answer}
+    template = f"NO_TOOL/{language}/{qid}"
+    if rng.random() < 0.5:
+        ti = rng.randrange(len(thinks[language]))
+        msg = {"role": "assistant", "think": thinks[language][ti], "content": answer}
+        template += f"/t{ti}"
+    return [{"role": "user", "content": question}, msg], template
+
+
+NO_TOOL_THINKS = {
+    "en": ["This is general knowledge; no tool is needed.", "I can answer this directly without the workspace.",
+           "No document lookup is necessary for this question."],
+    "de": ["Das ist Allgemeinwissen, dafür brauche ich kein Werkzeug.", "Das kann ich direkt beantworten, ohne den Workspace.",
+           "Für diese Frage muss ich in keinem Dokument nachsehen."],
+}
+
+
+def fact_think(fact: Fact, doc_id: str, lang: str, rng: random.Random, *, rank: int | None = None) -> tuple[str, int]:
+    """The think before a grounded answer: names the source, quotes the evidence."""
+    options = {
+        "en": [f"The result {doc_id} says: \"{fact.evidence}\"",
+               f"{doc_id} answers the question: \"{fact.evidence}\"",
+               f"Found it in {doc_id}" + (f" (result {rank})" if rank else "") + f": \"{fact.evidence}\""],
+        "de": [f"Das Ergebnis {doc_id} sagt: „{fact.evidence}“",
+               f"{doc_id} beantwortet die Frage: „{fact.evidence}“",
+               f"Gefunden in {doc_id}" + (f" (Treffer {rank})" if rank else "") + f": „{fact.evidence}“"],
+    }[lang]
+    i = rng.randrange(len(options))
+    return options[i], i
+
+
+def list_answer(result: dict, lang: str, domain: str | None, language: str | None) -> tuple[str, list[str]]:
+    """A listing answer written from a list_docs result, and the titles it relies on."""
+    docs = result["documents"]
+    items = ", ".join(f"{d['title']} ({d['doc_id']})" for d in docs)
+    titles = [d["title"] for d in docs]
+    if lang == "en":
+        what = " ".join(x for x in (LANGUAGE_NAMES["en"].get(language or ""), DOMAIN_NAMES["en"].get(domain or "")) if x)
+        return f"There are {len(docs)} {what + ' ' if what else ''}documents: {items}.", titles
+    parts = []
+    if language:
+        parts.append(LANGUAGE_NAMES["de"][language])
+    noun = "Dokumente" + (f" zum Thema {DOMAIN_NAMES['de'][domain]}" if domain else "")
+    return f"Es gibt {len(docs)} {' '.join(parts + [noun])}: {items}.", titles
+
+
+__all__ = [
+    "DOMAIN_NAMES",
+    "NO_TOOL_THINKS",
+    "ToolSession",
+    "Unsupported",
+    "fact_think",
+    "hit",
+    "list_answer",
+    "no_tool_episode",
+    "question_query",
+]
