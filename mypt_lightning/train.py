@@ -36,9 +36,13 @@ RUN_INFO = "run_info.json"
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` -> this run's last.ckpt; a path must exist."""
+    """``last`` -> this run's last.ckpt (must exist); ``auto`` -> last.ckpt if there is one
+    (requeued jobs: the same command starts fresh or resumes); a path must exist."""
     if not ckpt_path:
         return None
+    if ckpt_path == "auto":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
     path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.exists():
         raise UserError(
@@ -193,11 +197,10 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     export_dir = output_dir / "export"
-    if cfg.train.get("export", True) and trainer.is_global_zero and not trainer.interrupted:
-        from mypt_lightning.checkpoint import save_exported
+    if cfg.train.get("export", True) and not trainer.interrupted:
+        from mypt_lightning.distributed import export_final_model
 
-        model = getattr(module.model, "_orig_mod", module.model)  # unwrap torch.compile
-        save_exported(model, export_dir, extra={"phase": cfg.phase.name, "global_step": trainer.global_step})
+        export_final_model(trainer, module, export_dir, extra={"phase": cfg.phase.name, "global_step": trainer.global_step})
     _finish_loggers(loggers)
     if trainer.is_global_zero:
         print(f"[mypt] run directory: {output_dir}")

@@ -42,3 +42,9 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(tmp_path):
     assert sorted(single) == sorted(double) == [1, 2, 3, 4]
     for step in single:
         assert double[step] == pytest.approx(single[step], rel=1e-5), step
+    # rank 0 exported the trained weights, identical to what the single process learned
+    from mypt_lightning import load_model
+    import torch
+    a, b = load_model(tmp_path / "single" / "export"), load_model(tmp_path / "ddp" / "export")
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)

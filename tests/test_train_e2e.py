@@ -132,6 +132,19 @@ def test_missing_previous_phase_export_names_the_command(dataset, tmp_path):
         train(cfg)
 
 
+def test_ckpt_path_resolution(tmp_path):
+    from mypt_lightning.train import resolve_ckpt_path
+
+    assert resolve_ckpt_path(None, tmp_path) is None
+    assert resolve_ckpt_path("auto", tmp_path) is None  # nothing to resume yet: start fresh
+    with pytest.raises(UserError, match="no checkpoint at"):
+        resolve_ckpt_path("last", tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert resolve_ckpt_path("auto", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert resolve_ckpt_path("last", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path):
     cfg = compose_cfg(tiny_overrides(tmp_path / "nope", tmp_path / "run"))
     with pytest.raises(UserError, match="dataset not found"):
