@@ -3,8 +3,6 @@
 Depends on the rest of the project only through ``mypt_lightning.special_tokens``.
 """
 
-from .collate import collate_samples, make_training_example
-from .datamodule import SFTDataModule
 from .episode_format import (
     FORMAT_VERSION,
     DatasetFormatError,
@@ -14,9 +12,29 @@ from .episode_format import (
 )
 from .episode_reader import EpisodeDataset
 from .episode_writer import DatasetWriter, SplitWriter, sha256_file
-from .mixture import MixtureDataset, SourceDataset
 from .packing import build_packed_block, pack_best_fit_decreasing, pack_next_fit, packing_fill
-from .sampler import EpochSampler, EvalSampler, epoch_permutation
+
+# torch/Lightning-backed parts load on first use: data tools that only read or write the
+# format start in a fraction of a second instead of importing Lightning.
+_LAZY = {
+    "collate_samples": ".collate",
+    "make_training_example": ".collate",
+    "SFTDataModule": ".datamodule",
+    "MixtureDataset": ".mixture",
+    "SourceDataset": ".mixture",
+    "EpochSampler": ".sampler",
+    "EvalSampler": ".sampler",
+    "epoch_permutation": ".sampler",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'data_modules' has no attribute {name!r}")
+
 
 __all__ = [
     "FORMAT_VERSION",

@@ -1,0 +1,104 @@
+"""Look inside a binary episode dataset: statistics and decoded samples with their weights.
+
+``inspect_dataset(dir, show_samples=5)`` returns a text report: per split the sample and
+episode counts, a length histogram (episodes, not blocks), the supervised fraction and the
+weight distribution, and for packed datasets the packing efficiency and episodes per block.
+Samples are decoded with every change of weight marked (``[w=0]``, ``[w=1]``, ``[w=2]``)
+or, with ``color=True``, masked text dimmed and trained text green (bold for weight > 1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .validate import iter_episodes
+
+_BINS = (1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+_DIM, _GREEN, _BOLD, _RESET = "\033[2m", "\033[32m", "\033[1;32m", "\033[0m"
+
+
+def histogram(lengths: np.ndarray, width: int = 40) -> list[str]:
+    """Text histogram of episode lengths over power-of-two bins."""
+    if lengths.size == 0:
+        return ["  (no episodes)"]
+    low, high = int(lengths.min()), int(lengths.max())
+    edges = [b for b in _BINS if b <= high]
+    while len(edges) > 1 and edges[1] <= low:  # no empty leading bins
+        edges.pop(0)
+    edges.append(high + 1)
+    counts, _ = np.histogram(lengths, bins=edges)
+    peak = max(int(counts.max()), 1)
+    return [f"  {lo:>6}-{hi - 1:<6} {int(c):>9}  {'#' * max(int(c > 0), round(width * int(c) / peak))}"
+            for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+
+
+def highlight(tokens: np.ndarray, weights: np.ndarray, tokenizer, color: bool) -> str:
+    """Decoded text; weights shown as ``[w=x]`` markers or as colours."""
+    from mypt_lightning.protocol import render
+
+    if not color:
+        return render(tokens, weights, tokenizer=tokenizer)
+    out, start = [], 0
+    changes = np.flatnonzero(np.diff(weights)) + 1
+    for end in list(changes.tolist()) + [len(tokens)]:
+        w = float(weights[start])
+        text = render(tokens[start:end], tokenizer=tokenizer)
+        out.append((_DIM if w == 0 else _GREEN if w <= 1 else _BOLD) + text + _RESET)
+        start = end
+    return "".join(out)
+
+
+def inspect_dataset(dataset_dir: str | Path, *, show_samples: int = 5, splits: list[str] | None = None,
+                    color: bool = False, max_samples: int | None = None) -> str:
+    from data_modules.episode_format import list_splits
+    from data_modules.episode_reader import EpisodeDataset
+    from mypt_lightning.tokenizer import get_tokenizer
+
+    root = Path(dataset_dir)
+    tok = get_tokenizer()
+    meta = json.loads((root / "dataset_metadata.json").read_text(encoding="utf-8"))
+    lines = [f"dataset {root}: {'packed (block ' + str(meta.get('block_size')) + ')' if meta.get('packed') else 'unpacked'}, "
+             f"{'weighted' if meta.get('weighted') else 'binary'} mask, tokenizer {meta.get('tokenizer')}",
+             f"created by: {meta.get('command') or '(unknown command)'}"]
+    for source in meta.get("sources") or []:
+        lines.append(f"source {source.get('path')} sha256 {str(source.get('sha256'))[:12]}…")
+    for split in splits or list_splits(root):
+        ds = EpisodeDataset(root, split=split, check_tokens=False)
+        lengths, per_block, weights_seen = [], Counter(), Counter()
+        real = supervised = 0
+        samples_shown = []
+        for i, seg, tokens, weights in iter_episodes(ds, max_samples):
+            lengths.append(tokens.size)
+            real += tokens.size
+            supervised += int(np.count_nonzero(weights))
+            values, counts = np.unique(weights, return_counts=True)
+            weights_seen.update(dict(zip(values.tolist(), counts.tolist())))
+            per_block[i] += 1
+            if len(samples_shown) < show_samples:
+                samples_shown.append((i, seg, tokens, weights))
+        lengths_arr = np.array(lengths, dtype=np.int64)
+        sample_lengths = ds.sample_lengths()
+        total = int(sum(int(sample_lengths[i]) for i in per_block)) if ds.packed else real
+        lines += ["", f"== {split}: {len(ds)} samples, {lengths_arr.size} episodes, {ds.num_tokens} tokens"
+                      + (" (first " + str(max_samples) + " samples inspected)" if max_samples and max_samples < len(ds) else "")]
+        if lengths_arr.size:
+            lines.append(f"episode length: min {lengths_arr.min()}, mean {lengths_arr.mean():.1f}, "
+                         f"p50 {int(np.percentile(lengths_arr, 50))}, p95 {int(np.percentile(lengths_arr, 95))}, "
+                         f"max {lengths_arr.max()}")
+        lines += histogram(lengths_arr)
+        lines.append(f"supervised fraction: {supervised / real:.1%} of {real} episode tokens" if real else
+                     "supervised fraction: n/a")
+        lines.append("weights: " + ", ".join(f"{w:g}: {n}" for w, n in sorted(weights_seen.items())))
+        if ds.packed and per_block:
+            counts = np.array(list(per_block.values()))
+            lines.append(f"packing efficiency: {real / total:.1%} of block tokens are real; episodes per block: "
+                         f"mean {counts.mean():.1f}, min {counts.min()}, max {counts.max()}")
+        for i, seg, tokens, weights in samples_shown:
+            label = f"sample {i}" + (f", episode {seg} of the block" if ds.packed else "")
+            lines += ["", f"--- {split} {label} ({tokens.size} tokens, {int(np.count_nonzero(weights))} trained)",
+                      highlight(tokens, weights, tok, color)]
+    return "\n".join(lines)

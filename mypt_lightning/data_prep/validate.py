@@ -1,0 +1,276 @@
+"""Named checks of a binary episode dataset (DESIGN.md 3 and 5); a failed check names
+the split, the sample and the position.
+
+    integrity       the reader's own checks pass for every split (metadata, file sizes, index, ids)
+    tokenizer       tokenizer_state.json matches this tokenizer
+    mask_files      mask.bin equals (mask_weighted.bin > 0) where both exist
+    structure       tags only where the protocol puts them: no special id inside a content
+                    span, no <|endoftext|> inside an episode, every block closed
+    mask_direction  assistant content trained; system/user/context/toolresult text not
+    mask_alignment  every tag carries its own weight (the <myPT_assistant> opener 0,
+                    </myPT_assistant> and <myPT_eot> 2.0, ...; binary: 1 where > 0), content
+                    exactly 1.0: a mask shifted by one position fails here
+    segment_ids     packed: segments numbered 1, 2, ... in order, padding (0) only at the end,
+                    padding is <|endoftext|> with weight 0
+    eot_trained     every conversation ends with a trained <myPT_eot>
+
+Episodes are walked tag by tag with the grammar of the serializer; text between two tags
+is checked as one numpy slice, so a dataset of millions of tokens takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from mypt_lightning.special_tokens import (
+    ASSISTANT_CLOSE as A_, ASSISTANT_CONTEXT_CLOSE as AC_, ASSISTANT_CONTEXT_OPEN as AC, ASSISTANT_OPEN as A,
+    CITE_CLOSE as CI_, CITE_OPEN as CI, CONTENT_WEIGHT, ENDOFTEXT_ID, EOT, ID_TO_SPECIAL, PAD_ID,
+    SPECIAL_TOKEN_WEIGHTS, SYSTEM_CLOSE as S_, SYSTEM_OPEN as S, THINK_CLOSE as TH_, THINK_OPEN as TH,
+    TOOLCALL_CLOSE as TC_, TOOLCALL_OPEN as TC, TOOLRESULT_CLOSE as TR_, TOOLRESULT_OPEN as TR,
+    USER_CLOSE as U_, USER_CONTEXT_CLOSE as UC_, USER_CONTEXT_OPEN as UC, USER_OPEN as U,
+)
+
+CHECKS = ("integrity", "tokenizer", "mask_files", "structure", "mask_direction", "mask_alignment",
+          "segment_ids", "eot_trained")
+MAX_EXAMPLES = 5
+
+# state -> {tag: next state}; "text" says whether plain text may appear and if it trains.
+_TEXT = {"top": None, "sys": False, "user": False, "user_ctx": False, "actx": False, "tres": False,
+         "a_start": True, "think": True, "a_after_think": True, "call": True, "a_after_call": None,
+         "a_text": True, "cite": True, "a_after_cite": None}
+_TEXT_NEXT = {"a_start": "a_text", "a_after_think": "a_text"}  # text opens the answer
+_MOVES = {
+    "top": {U: "user", AC: "actx", TR: "tres", A: "a_start"},
+    "sys": {S_: "top"}, "user": {UC: "user_ctx", U_: "top"}, "user_ctx": {UC_: "user"},
+    "actx": {AC_: "top"}, "tres": {TR_: "top"},
+    "a_start": {TH: "think", TC: "call", A_: "top"}, "think": {TH_: "a_after_think"},
+    "a_after_think": {TC: "call", A_: "top"}, "call": {TC_: "a_after_call"}, "a_after_call": {A_: "top"},
+    "a_text": {CI: "cite", A_: "top"}, "cite": {CI_: "a_after_cite"}, "a_after_cite": {A_: "top"},
+}
+_ASSISTANT_TAGS = {A, A_, TH, TH_, TC, TC_, CI, CI_, EOT}
+
+
+@dataclass
+class CheckResult:
+    name: str
+    checked: int = 0
+    failures: int = 0
+    examples: list[str] = field(default_factory=list)
+    not_run: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.not_run is None and self.failures == 0
+
+    def fail(self, where: str, message: str) -> None:
+        self.failures += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{where}: {message}")
+
+
+@dataclass
+class EpisodeWalk:
+    expected: np.ndarray  # weighted expectation per token (binary datasets compare > 0)
+    is_tag: np.ndarray
+    errors: list[str]
+    replay: bool
+    complete: bool  # ended at top level right after <myPT_eot>
+
+
+def _name(t: int) -> str:
+    return ID_TO_SPECIAL.get(int(t), "<|endoftext|>" if t == ENDOFTEXT_ID else str(int(t)))
+
+
+def walk_episode(tokens: np.ndarray) -> EpisodeWalk:
+    """Expected weights of an episode's tokens, and its grammar errors."""
+    n = tokens.size
+    expected = np.zeros(n, dtype=np.float32)
+    tag_pos = np.flatnonzero(tokens >= ENDOFTEXT_ID)
+    is_tag = np.zeros(n, dtype=bool)
+    is_tag[tag_pos] = True
+    if tag_pos.size == 0:  # replay text: every token trained
+        expected[:] = CONTENT_WEIGHT
+        return EpisodeWalk(expected, is_tag, [], True, True)
+    errors: list[str] = []
+    state, previous_end = "top", 0
+    for k, pos in enumerate(tag_pos.tolist()):
+        if pos > previous_end:  # a text span [previous_end, pos)
+            trains = _TEXT[state]
+            if trains is None:
+                errors.append(f"position {previous_end}: text outside any block (after {_name(tokens[previous_end - 1]) if previous_end else 'start'})")
+            else:
+                expected[previous_end:pos] = CONTENT_WEIGHT if trains else 0.0
+                state = _TEXT_NEXT.get(state, state)
+        t = int(tokens[pos])
+        nxt = _MOVES[state].get(t)
+        if t == S and pos == 0 and state == "top":
+            nxt = "sys"
+        if t == EOT and state == "top" and pos > 0 and int(tokens[pos - 1]) == A_:
+            nxt = "top"
+        if t == UC and not (state == "user" and pos > 0 and int(tokens[pos - 1]) == U):
+            nxt = None
+        if nxt is None:
+            errors.append(f"position {pos}: {_name(t)} out of place (inside {state})")
+            nxt = state
+        expected[pos] = SPECIAL_TOKEN_WEIGHTS.get(t, 0.0) if t in _ASSISTANT_TAGS else 0.0
+        state = nxt
+        previous_end = pos + 1
+    if previous_end < n:
+        trains = _TEXT[state]
+        if trains is None:
+            errors.append(f"position {previous_end}: text after the last block")
+        else:
+            expected[previous_end:] = CONTENT_WEIGHT if trains else 0.0
+    complete = state == "top" and int(tokens[-1]) == EOT
+    return EpisodeWalk(expected, is_tag, errors, False, complete)
+
+
+def iter_episodes(ds, max_samples: int | None = None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(sample, episode_in_sample, tokens, weights)``; packed blocks are cut at segment changes."""
+    count = len(ds) if max_samples is None else min(len(ds), max_samples)
+    for i in range(count):
+        sample = ds[i]
+        tokens, weights, segments = sample["tokens"], sample["weights"], sample["segment_ids"]
+        if segments is None:
+            yield i, 0, tokens, weights
+            continue
+        starts = np.flatnonzero(np.concatenate([[True], segments[1:] != segments[:-1]]))
+        ends = np.concatenate([starts[1:], [segments.size]])
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            if segments[a] != 0:
+                yield i, int(segments[a]), tokens[a:b], weights[a:b]
+
+
+def _check_segments(result: CheckResult, where: str, tokens: np.ndarray, weights: np.ndarray,
+                    segments: np.ndarray) -> None:
+    result.checked += 1
+    nonzero = np.flatnonzero(segments)
+    if nonzero.size == 0:
+        return result.fail(where, "block holds no episode (only padding)")
+    last = int(nonzero[-1])
+    if np.any(segments[: last + 1] == 0):
+        return result.fail(where, f"padding (segment 0) at position {int(np.flatnonzero(segments[:last + 1] == 0)[0])} "
+                                  "before the last episode")
+    changes = segments[1: last + 1] - segments[:last]
+    if segments[0] != 1 or np.any((changes != 0) & (changes != 1)):
+        return result.fail(where, f"segment ids are not 1, 2, 3, ... in order (start {int(segments[0])})")
+    pad = slice(last + 1, None)
+    if np.any(tokens[pad] != PAD_ID) or np.any(weights[pad] != 0):
+        return result.fail(where, "padding is not <|endoftext|> with weight 0")
+
+
+def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None) -> list[CheckResult]:
+    """Run every check; returns one result per name in CHECKS."""
+    from data_modules.episode_format import DatasetFormatError, find_shard_dirs, list_splits
+    from data_modules.episode_reader import EpisodeDataset
+    from mypt_lightning.tokenizer import get_tokenizer
+
+    root = Path(dataset_dir)
+    results = {name: CheckResult(name) for name in CHECKS}
+    datasets = {}
+    splits = list_splits(root)
+    integrity = results["integrity"]
+    if not splits:
+        integrity.fail(str(root), "no split with data files")
+    for split in splits:
+        integrity.checked += 1
+        try:
+            datasets[split] = EpisodeDataset(root, split=split, check_tokens=True)
+        except (DatasetFormatError, OSError, ValueError) as exc:
+            integrity.fail(split, str(exc))
+    meta = {}
+    try:
+        meta = json.loads((root / "dataset_metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    truncation_expected = bool((meta.get("length_limit") or {}).get("truncated"))
+
+    tok_result = results["tokenizer"]
+    tok_result.checked = 1
+    state_path = root / "tokenizer_state.json"
+    try:
+        get_tokenizer().check_state_dict(json.loads(state_path.read_text(encoding="utf-8")), where=str(state_path))
+    except (OSError, ValueError) as exc:
+        tok_result.fail(str(state_path), str(exc))
+
+    mask_files = results["mask_files"]
+    for split in splits:
+        for shard in find_shard_dirs(root / split):
+            mask, weighted = shard / "mask.bin", shard / "mask_weighted.bin"
+            if mask.exists() and weighted.exists() and mask.stat().st_size * 4 == weighted.stat().st_size:
+                mask_files.checked += 1
+                m, w = np.fromfile(mask, np.uint8), np.fromfile(weighted, np.float32)
+                bad = np.flatnonzero(m != (w > 0))
+                if bad.size:
+                    mask_files.fail(str(shard), f"position {int(bad[0])}: mask.bin {int(m[bad[0]])} but weight {float(w[bad[0]])}")
+
+    if integrity.failures:
+        for name in ("structure", "mask_direction", "mask_alignment", "segment_ids", "eot_trained"):
+            results[name].not_run = "integrity failed"
+        return [results[n] for n in CHECKS]
+
+    for split, ds in datasets.items():
+        weighted = ds.weighted
+        if ds.packed:
+            count = len(ds) if max_samples is None else min(len(ds), max_samples)
+            for i in range(count):
+                s = ds[i]
+                _check_segments(results["segment_ids"], f"{split} block {i}", s["tokens"], s["weights"], s["segment_ids"])
+        for i, seg, tokens, weights in iter_episodes(ds, max_samples):
+            where = f"{split} sample {i}" + (f" episode {seg}" if ds.packed else "")
+            _check_episode(results, where, tokens, weights, weighted, truncation_expected)
+    return [results[n] for n in CHECKS]
+
+
+def _check_episode(results: dict[str, CheckResult], where: str, tokens: np.ndarray, weights: np.ndarray,
+                   weighted: bool, truncation_expected: bool) -> None:
+    walk = walk_episode(tokens)
+    for name in ("structure", "mask_direction", "mask_alignment", "eot_trained"):
+        results[name].checked += 1
+    errors = list(walk.errors)
+    inside = np.flatnonzero(tokens == ENDOFTEXT_ID)
+    if inside.size and not walk.replay:
+        errors.append(f"position {int(inside[0])}: <|endoftext|> inside an episode")
+    if not walk.replay and not walk.complete and not truncation_expected:
+        errors.append("episode does not end after </myPT_assistant><myPT_eot> (unclosed block)")
+    if errors:
+        results["structure"].fail(where, "; ".join(errors[:3]))
+    expected = walk.expected if weighted else (walk.expected > 0).astype(np.float32)
+    trained, want = weights > 0, expected > 0
+    text = ~walk.is_tag
+    wrong = np.flatnonzero(text & (trained != want))
+    if wrong.size:
+        p = int(wrong[0])
+        results["mask_direction"].fail(where, f"position {p}: text token weight {float(weights[p]):g}, expected "
+                                              f"{'trained' if want[p] else 'masked (0)'}")
+    off = np.flatnonzero(weights != expected)
+    if off.size:
+        p = int(off[0])
+        what = _name(tokens[p]) if walk.is_tag[p] else "content token"
+        results["mask_alignment"].fail(where, f"position {p}: {what} has weight {float(weights[p]):g}, "
+                                              f"expected {float(expected[p]):g}")
+    eots = np.flatnonzero(tokens == EOT)
+    if eots.size and np.any(weights[eots] <= 0):
+        results["eot_trained"].fail(where, f"<myPT_eot> at position {int(eots[weights[eots] <= 0][0])} has weight 0")
+    elif not walk.replay and int(tokens[-1]) != EOT and not truncation_expected:
+        results["eot_trained"].fail(where, "does not end with <myPT_eot>")
+
+
+def format_results(results: list[CheckResult]) -> str:
+    lines = []
+    for r in results:
+        status = "PASS" if r.passed else ("SKIP" if r.not_run else "FAIL")
+        detail = f"not run: {r.not_run}" if r.not_run else f"{r.checked} checked, {r.failures} failed"
+        lines.append(f"{status}  {r.name:<15} {detail}")
+        lines += [f"        {e}" for e in r.examples]
+    return "\n".join(lines)
+
+
+def summary_dict(results: list[CheckResult]) -> dict[str, Any]:
+    return {r.name: {"passed": r.passed, "checked": r.checked, "failures": r.failures, "examples": r.examples,
+                     "not_run": r.not_run} for r in results}

@@ -1,0 +1,190 @@
+"""validate_sft_dataset's named checks (each one made to fail by a targeted corruption) and
+inspect_sft_dataset's report."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mypt_lightning.data_prep.inspect import inspect_dataset
+from mypt_lightning.data_prep.prepare import PrepareConfig, prepare_sft
+from mypt_lightning.data_prep.validate import CHECKS, validate_dataset, walk_episode
+from mypt_lightning.special_tokens import ASSISTANT_OPEN, EOT, USER_OPEN
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+RECORDS = [
+    {"system": "You are MyPT.", "messages": [{"role": "user", "content": "Say hello."},
+                                             {"role": "assistant", "content": "Hello there."}]},
+    {"messages": [{"role": "user", "content": "Find ML", "context": "Some context."},
+                  {"role": "assistant_toolcall", "name": "workspace.search", "arguments": {"query": "ML"}, "think": "Go."},
+                  {"role": "toolresult", "name": "workspace.search", "content": {"documents": []}},
+                  {"role": "assistant_context", "content": "Nothing found before."},
+                  {"role": "assistant", "content": "Nothing.", "cite": "none"},
+                  {"role": "user", "content": "Ok?"}, {"role": "assistant", "content": "Yes."}]},
+    {"_replay": True, "text": "Some replayed pre-training text."},
+] * 4
+
+
+@pytest.fixture(scope="module")
+def datasets_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validate")
+    src = root / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
+    for name, kw in {"packed": dict(packing=True, block_size=128, weighted=True),
+                     "flat": dict(weighted=False)}.items():
+        prepare_sft(PrepareConfig(inputs=[str(src)], output_dir=str(root / name), val_split=0.0, progress=False,
+                                  num_workers=1, **kw))
+    return root
+
+
+@pytest.fixture
+def copy_of(datasets_dir, tmp_path):
+    def make(name):
+        shutil.copytree(datasets_dir / name, tmp_path / name)
+        return tmp_path / name
+    return make
+
+
+def verdicts(path):
+    return {r.name: r for r in validate_dataset(path)}
+
+
+def failed(path):
+    return sorted(name for name, r in verdicts(path).items() if not r.passed)
+
+
+@pytest.mark.parametrize("name", ["packed", "flat"])
+def test_prepared_datasets_pass_every_check(datasets_dir, name):
+    results = verdicts(datasets_dir / name)
+    assert list(results) == list(CHECKS)
+    assert all(r.passed for r in results.values()), {n: r.examples for n, r in results.items()}
+    assert results["structure"].checked == len(RECORDS)
+    blocks = json.loads((datasets_dir / name / "dataset_metadata.json").read_text())["splits"]["train"]["samples"]
+    assert results["segment_ids"].checked == (blocks if name == "packed" else 0)
+
+
+def _arrays(path):
+    tokens = np.fromfile(path / "train/tokens.bin", np.uint32)
+    weights = np.fromfile(path / "train/mask_weighted.bin", np.float32) if (path / "train/mask_weighted.bin").exists() else None
+    mask = np.fromfile(path / "train/mask.bin", np.uint8)
+    return tokens, weights, mask
+
+
+def test_trained_user_token_fails_mask_direction(copy_of):
+    path = copy_of("flat")
+    tokens, _, mask = _arrays(path)
+    user_text = int(np.flatnonzero(tokens == USER_OPEN)[0]) + 1
+    mask[user_text] = 1
+    mask.tofile(path / "train/mask.bin")
+    assert failed(path) == ["mask_alignment", "mask_direction"]
+    assert "position" in verdicts(path)["mask_direction"].examples[0]
+
+
+def test_shifted_mask_fails_alignment(copy_of):
+    path = copy_of("packed")
+    _, weights, mask = _arrays(path)
+    np.roll(weights, 1).tofile(path / "train/mask_weighted.bin")
+    np.roll(mask, 1).tofile(path / "train/mask.bin")
+    results = verdicts(path)
+    assert not results["mask_alignment"].passed and results["structure"].passed
+    assert results["mask_alignment"].failures >= 8  # every conversation episode (replays may shift too)
+
+
+def test_mask_files_disagree(copy_of):
+    path = copy_of("packed")
+    tokens, weights, mask = _arrays(path)
+    a = int(np.flatnonzero(tokens == ASSISTANT_OPEN)[0]) + 1  # first answer token, trained
+    mask[a] = 0
+    mask.tofile(path / "train/mask.bin")
+    assert failed(path) == ["mask_files"]
+
+
+def test_special_id_inside_content_fails_structure(copy_of):
+    path = copy_of("flat")
+    tokens, _, _ = _arrays(path)
+    answer = int(np.flatnonzero(tokens == ASSISTANT_OPEN)[0]) + 1
+    tokens[answer] = EOT
+    tokens.tofile(path / "train/tokens.bin")
+    results = verdicts(path)
+    assert not results["structure"].passed
+    assert "<myPT_eot> out of place" in results["structure"].examples[0]
+
+
+def test_broken_segment_ids(copy_of):
+    path = copy_of("packed")
+    segments = np.fromfile(path / "train/segment_ids.bin", np.uint8)
+    segments[5] = 7
+    segments.tofile(path / "train/segment_ids.bin")
+    assert "segment_ids" in failed(path)
+
+
+def test_untrained_eot(copy_of):
+    path = copy_of("packed")
+    tokens, weights, mask = _arrays(path)
+    eot = int(np.flatnonzero(tokens == EOT)[0])
+    weights[eot] = 0
+    mask[eot] = 0
+    weights.tofile(path / "train/mask_weighted.bin")
+    mask.tofile(path / "train/mask.bin")
+    assert failed(path) == ["eot_trained", "mask_alignment"]
+
+
+def test_truncated_file_fails_integrity_and_skips_the_rest(copy_of):
+    path = copy_of("flat")
+    data = (path / "train/tokens.bin").read_bytes()
+    (path / "train/tokens.bin").write_bytes(data[:-8])
+    results = verdicts(path)
+    assert not results["integrity"].passed and "tokens.bin" in results["integrity"].examples[0]
+    assert results["structure"].not_run == "integrity failed"
+
+
+def test_tokenizer_state_mismatch(copy_of):
+    path = copy_of("flat")
+    state = json.loads((path / "tokenizer_state.json").read_text())
+    state["special_tokens"]["<myPT_eot>"] = 12
+    (path / "tokenizer_state.json").write_text(json.dumps(state))
+    assert failed(path) == ["tokenizer"]
+
+
+def test_walk_episode_grammar():
+    from mypt_lightning.protocol import serialize_episode
+
+    tokens, weights = serialize_episode(RECORDS[1], weighted=True)
+    walk = walk_episode(np.array(tokens))
+    assert walk.errors == [] and walk.complete and walk.expected.tolist() == weights
+    cut = walk_episode(np.array(tokens[:-3]))
+    assert not cut.complete
+
+
+def test_cli_exit_codes(datasets_dir, copy_of, capsys):
+    main = runpy.run_path(str(TOOLS / "validate_sft_dataset.py"))["main"]
+    assert main(["--dataset", str(datasets_dir / "packed")]) == 0
+    assert "all checks passed" in capsys.readouterr().out
+    path = copy_of("flat")
+    (path / "train/tokens.bin").write_bytes(b"")
+    assert main(["--dataset", str(path), "--json", str(path / "report.json")]) == 1
+    assert "FAIL  integrity" in capsys.readouterr().out
+    assert json.loads((path / "report.json").read_text())["integrity"]["passed"] is False
+    assert main(["--dataset", str(path / "nope")]) == 2
+
+
+def test_inspect_report(datasets_dir, capsys):
+    report = inspect_dataset(datasets_dir / "packed", show_samples=12)
+    assert "packed (block 128), weighted mask" in report
+    assert "supervised fraction:" in report and "packing efficiency:" in report and "episodes per block" in report
+    assert "[w=0]<myPT_system>You are MyPT.</myPT_system><myPT_user>Say hello.</myPT_user><myPT_assistant>" \
+           "[w=1]Hello there.[w=2]</myPT_assistant><myPT_eot>" in report
+    assert "[w=1.5]<myPT_think>" in report and "[w=2]<myPT_toolcall>" in report
+    assert "#" in report  # the histogram
+    colored = inspect_dataset(datasets_dir / "flat", show_samples=1, color=True)
+    assert "\033[32m" in colored and "\033[2m" in colored
+    main = runpy.run_path(str(TOOLS / "inspect_sft_dataset.py"))["main"]
+    assert main(["--dataset_dir", str(datasets_dir / "flat"), "--show_samples", "2"]) == 0
+    assert "== train: 12 samples, 12 episodes" in capsys.readouterr().out
+    assert main(["--dataset_dir", str(datasets_dir / "missing")]) == 2
