@@ -13,9 +13,9 @@ demo: setup demo-data
 
 demo-data: setup
 	@if [ ! -d $(DEMO)/sft_phase1_format_lock ]; then \
-	  $(PY) tools/generate_format_lock_dataset.py --output $(DEMO)/format_lock.jsonl --num_examples 6000 --seed 0 --language mixed && \
-	  $(PY) tools/generate_echo_dataset.py --output $(DEMO)/echo.jsonl --num_examples 2000 --seed 0 --language mixed && \
-	  $(PY) tools/mix_sft_jsonl.py --inputs $(DEMO)/format_lock.jsonl:0.7 $(DEMO)/echo.jsonl:0.3 --output $(DEMO)/phase1_mixed.jsonl --shuffle --seed 0 && \
+	  $(PY) tools/generate_format_lock_dataset.py --output $(DEMO)/format_lock.jsonl --num_examples 4200 --seed 0 --language mixed && \
+	  $(PY) tools/generate_echo_dataset.py --output $(DEMO)/echo.jsonl --num_examples 1800 --seed 0 --language mixed && \
+	  $(PY) tools/mix_sft_jsonl.py --inputs $(DEMO)/format_lock.jsonl:1.0 $(DEMO)/echo.jsonl:1.0 --output $(DEMO)/phase1_mixed.jsonl --shuffle --seed 0 && \
 	  $(PY) tools/prepare_sft.py --input $(DEMO)/phase1_mixed.jsonl --output_dir $(DEMO)/sft_phase1_format_lock \
 	    --val_split 0.05 --enable_packing --pack_block_size 512 --weighted_mask ; \
 	else echo "[demo] using existing $(DEMO)/sft_phase1_format_lock"; fi
