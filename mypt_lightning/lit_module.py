@@ -44,8 +44,10 @@ class NonFiniteLossError(RuntimeError):
 def weighted_token_stats(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> dict:
     """Sums that make up the loss and metrics of one micro-batch.
 
-    Returns ``nll_sum = sum(w * nll)`` (with grad), ``weight_sum = sum(w)``, the count of
-    supervised tokens (w > 0), how many of them the argmax predicts, and the real-token count.
+    ``logits`` (N, vocab) and ``labels``/``weights`` (N,) cover the positions to score
+    (the trainer passes only supervised ones). Returns ``nll_sum = sum(w * nll)`` (with
+    grad), ``weight_sum = sum(w)``, the count of supervised tokens (w > 0) and how many of
+    them the argmax predicts.
     """
     vocab = logits.size(-1)
     nll = F.cross_entropy(logits.float().reshape(-1, vocab), labels.reshape(-1), reduction="none")
@@ -132,10 +134,16 @@ class MyPTLitModule(L.LightningModule):
         if self.hparams.compile:
             self.model = torch.compile(self.model)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict, predict_mask: torch.Tensor | None = None) -> torch.Tensor:
         if batch.get("packed", False):
-            return self.model(batch["input_ids"], segment_ids=batch["segment_ids"])
-        return self.model(batch["input_ids"], seq_lengths=batch.get("seq_lengths"))
+            return self.model(batch["input_ids"], segment_ids=batch["segment_ids"], predict_mask=predict_mask)
+        return self.model(batch["input_ids"], seq_lengths=batch.get("seq_lengths"), predict_mask=predict_mask)
+
+    def _batch_stats(self, batch: dict) -> dict:
+        """Loss sums over the supervised positions only (weight-0 targets cannot move the loss)."""
+        supervised = batch["loss_weights"] > 0
+        logits = self(batch, predict_mask=supervised)
+        return weighted_token_stats(logits, batch["labels"][supervised], batch["loss_weights"][supervised])
 
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self):
@@ -158,7 +166,7 @@ class MyPTLitModule(L.LightningModule):
         block_sync = getattr(self.trainer.strategy, "block_backward_sync", None)
         sync_ctx = block_sync() if (block_sync is not None and not last_micro) else nullcontext()
         with sync_ctx:
-            stats = weighted_token_stats(self(batch), batch["labels"], batch["loss_weights"])
+            stats = self._batch_stats(batch)
             self.manual_backward(stats["nll_sum"] / scale)
 
         for key, value in stats.items():
@@ -252,7 +260,7 @@ class MyPTLitModule(L.LightningModule):
 
     # ------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        stats = weighted_token_stats(self(batch), batch["labels"], batch["loss_weights"])
+        stats = self._batch_stats(batch)
         sums = self._val_sums.setdefault(dataloader_idx, {})
         for key, value in stats.items():
             sums[key] = sums.get(key, 0) + value.detach().float()

@@ -159,3 +159,14 @@ def test_warmup_then_cosine():
     assert all(a >= b for a, b in zip(values[4:], values[5:]))
     assert values[20] == pytest.approx(0.1)
     assert values[12] == pytest.approx(0.55)  # halfway through the decay
+
+
+def test_predict_mask_returns_logits_of_the_selected_positions_only():
+    torch.manual_seed(2)
+    model = MyPT(CONFIG).eval()
+    ids = torch.randint(0, 50000, (2, 10))
+    mask = torch.rand(2, 10) > 0.5
+    full = model(ids)
+    torch.testing.assert_close(model(ids, predict_mask=mask), full[mask])
+    segments = torch.tensor([[1] * 4 + [2] * 6, [1] * 10])
+    torch.testing.assert_close(model(ids, segment_ids=segments, predict_mask=mask), model(ids, segment_ids=segments)[mask])
