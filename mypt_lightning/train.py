@@ -29,6 +29,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mypt_lightning import config as _resolvers  # noqa: F401  (registers ${mypt.*})
+from mypt_lightning.curriculum import resolve_init_from, run_phase_gate
 from mypt_lightning.errors import Preempted, UserError
 from mypt_lightning.fault_tolerance import check_output_dir, estimate_checkpoint_bytes
 
@@ -51,43 +52,6 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
             f"phase/run_name as the killed run."
         )
     return str(path)
-
-
-def _export_candidates(output_dir: Path, previous: str) -> list[Path]:
-    """Where the previous phase's export can be: beside this run (runs/<phase>/export) or,
-    in a sweep, an earlier job of the same sweep (<sweep>/<num>_<phase>/export)."""
-    parent = output_dir.parent
-    found = [parent / previous / "export"]
-    found += sorted(parent.glob(f"*_{previous}/export"), key=lambda p: p.stat().st_mtime)
-    return [p for p in found if p.exists()]
-
-
-def resolve_init_from(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The weights this run starts from (weights only), or None for a random init."""
-    init_from = cfg.get("init_from")
-    if init_from in (None, "", "none", "null"):
-        return None
-    if init_from != "auto":
-        if not Path(init_from).exists():
-            raise UserError(f"init_from={init_from}: no such file or directory")
-        return str(init_from)
-    previous = cfg.phase.get("previous")
-    if not previous:
-        base = Path(cfg.paths.base_model)
-        if not base.exists():
-            raise UserError(
-                f"{cfg.phase.name} starts from the MyPT base model, expected at {base} (not found). "
-                f"Put the base checkpoint there, or pass paths.base_model=PATH or init_from=PATH."
-            )
-        return str(base)
-    candidates = _export_candidates(output_dir, previous)
-    if not candidates:
-        raise UserError(
-            f"{cfg.phase.name} starts from {previous}'s exported model, expected at "
-            f"{output_dir.parent / previous / 'export'} (not found). Produce it with "
-            f"`python run.py phase={previous}`, or pass init_from=PATH (null for a random init)."
-        )
-    return str(candidates[-1])
 
 
 def check_datasets(cfg: DictConfig) -> None:
@@ -201,6 +165,12 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
         from mypt_lightning.distributed import export_final_model
 
         export_final_model(trainer, module, export_dir, extra={"phase": cfg.phase.name, "global_step": trainer.global_step})
+        if cfg.curriculum.get("run_gate", False) and trainer.is_global_zero:
+            gate = run_phase_gate(cfg, export_dir)
+            if gate is not None:
+                metrics["gate_passed"] = float(gate["passed"])
+                verdict = "PASSED" if gate["passed"] else "FAILED"
+                print(f"[mypt] phase {gate['phase']} success gate {verdict}: {gate['report']}")
     _finish_loggers(loggers)
     if trainer.is_global_zero:
         print(f"[mypt] run directory: {output_dir}")

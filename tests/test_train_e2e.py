@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def tiny_overrides(dataset: Path, output_dir: Path, **extra) -> list[str]:
         "train.eval_every_steps": 3, "train.checkpoint_every_steps": 3,
         "data.batch_size": 2, "data.num_workers": 2, "data.max_val_samples": 4,
         "callbacks.progress_bar": "null", "callbacks.model_summary": "null",
+        "curriculum.run_gate": "false",
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
@@ -171,3 +173,50 @@ def test_multirun_sweep_runs_four_jobs_with_their_own_wandb_runs(dataset, tmp_pa
         assert len(runs) == 1, runs
         run_ids.add(runs[0].name.rsplit("-", 1)[-1])
     assert len(run_ids) == 4
+
+
+def test_gate_failure_stops_the_next_phase(dataset, tmp_path):
+    runs = tmp_path / "runs"
+    phase1 = compose_cfg(tiny_overrides(dataset, runs / "phase1_format_lock", **{
+        "curriculum.run_gate": "true", "curriculum.gate_max_cases": 3, "train.max_steps": 2}))
+    metrics = train(phase1)
+    report = json.loads((runs / "phase1_format_lock" / "gate_report.json").read_text())
+    assert metrics["gate_passed"] == 0.0 and report["passed"] is False  # 2 steps of a random tiny model
+
+    overrides = dict(phase="phase2_operators", init_from="auto", **{"train.max_steps": 2})
+    with pytest.raises(UserError, match="phase1_format_lock did not pass its success gate"):
+        train(compose_cfg(tiny_overrides(dataset, runs / "phase2_operators", **overrides)))
+    overrides["curriculum.stop_on_gate_failure"] = "false"
+    train(compose_cfg(tiny_overrides(dataset, runs / "phase2_operators", **overrides)))
+    info = json.loads((runs / "phase2_operators" / "run_info.json").read_text())
+    assert info["init_from"] == str(runs / "phase1_format_lock" / "export")
+
+
+def test_curriculum_multirun_chains_phases_in_one_sweep(dataset, tmp_path):
+    from mypt_lightning.checkpoint import save_exported
+    from mypt_lightning.model import MyPT, MyPTConfig
+
+    base = tmp_path / "base"
+    save_exported(MyPT(MyPTConfig.tiny(n_embd=32, n_head=2, n_layer=2, block_size=BLOCK)), base)
+    overrides = tiny_overrides(dataset, tmp_path, **{"train.max_steps": 2, "train.eval_every_steps": 2,
+                                                      "data.num_workers": 0})
+    overrides = [o for o in overrides if not o.startswith(("paths.output_dir=", "phase=", "init_from="))]
+    phases = ["phase1b_context_ext", "phase1_format_lock", "phase2_operators"]
+
+    def sweep(name: str, base_model: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "run.py", "-m", f"phase={','.join(phases)}", *overrides, "init_from=auto",
+             f"hydra.sweep.dir={tmp_path / name}", f"paths.base_model={base_model}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    result = sweep("chain", base)
+    assert result.returncode == 0, result.stderr[-3000:]
+    inits = [json.loads((tmp_path / "chain" / f"{i}_{p}" / "run_info.json").read_text())["init_from"]
+             for i, p in enumerate(phases)]
+    assert inits == [str(base), str(tmp_path / "chain" / "0_phase1b_context_ext" / "export"),
+                     str(tmp_path / "chain" / "1_phase1_format_lock" / "export")]
+
+    missing = sweep("broken", tmp_path / "no_base_model")  # the first phase cannot start
+    assert missing.returncode != 0
+    assert "starts from the MyPT base model" in missing.stderr
+    assert not list((tmp_path / "broken").glob("*/checkpoints"))  # nothing was trained
