@@ -1,0 +1,346 @@
+"""Model weights in and out: the three on-disk formats, one loader.
+
+Formats ``load_weights`` / ``load_model`` accept (detected from what is at the path):
+
+(a) Lightning checkpoint file (``*.ckpt``): a torch pickle with ``state_dict`` (model keys
+    prefixed ``model.``; optimizer, metric and other prefixes are ignored) and the model
+    config dict under ``mypt_model_config``. Lightning checkpoints are pickles: load only
+    files you trust.
+(b) Our export folder (``save_exported``)::
+
+        OUT/model.safetensors   our state-dict names; a tied lm_head.weight stored once (as embed.weight)
+        OUT/config.json         {"format": "mypt-lightning", "format_version": 1,
+                                 "model": MyPTConfig.to_dict(), "extra": {...}}
+
+(c) Legacy MyPT checkpoint folder: ``model.pt`` (a state_dict, maybe wrapped under
+    "model"/"state_dict", maybe "_orig_mod."/"module." prefixed, maybe bf16) and
+    ``config.json`` (architecture plus training fields). Legacy names map as::
+
+        token_embedding_table   -> embed            blocks.N.ln1  -> blocks.N.attn_norm
+        blocks.N.sa.qkv         -> blocks.N.attn.qkv   blocks.N.ln2  -> blocks.N.mlp_norm
+        blocks.N.sa.proj        -> blocks.N.attn.proj  ln_f          -> norm_f
+        blocks.N.fwd.w_gate|w_up|w_down -> blocks.N.mlp.w_gate|w_up|w_down
+        lm_head (weight tied to the embedding, plus a bias vector: kept, lm_head_bias=True)
+
+Every problem raises ``CheckpointError`` (or its subclass ``ArchitectureMismatchError``)
+with a message that names the path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from mypt_lightning.errors import UserError
+from mypt_lightning.model import ARCHITECTURE_FIELDS, MyPT, MyPTConfig
+
+EXPORT_FORMAT = "mypt-lightning"
+EXPORT_FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LEGACY_WEIGHTS_FILE = "model.pt"
+LIGHTNING_CONFIG_KEY = "mypt_model_config"
+EXPECTED_FORMATS = (
+    "a Lightning checkpoint file (.ckpt with 'state_dict' and 'mypt_model_config'), "
+    f"an exported folder ({WEIGHTS_FILE} + {CONFIG_FILE}) "
+    f"or a legacy MyPT folder ({LEGACY_WEIGHTS_FILE} + {CONFIG_FILE})"
+)
+
+# Wrapper prefixes that torch.compile / DDP / FSDP / checkpoint wrappers put into names.
+_WRAPPER_PARTS = ("_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+_LEGACY_RENAMES = (
+    (r"^token_embedding_table\.", "embed."),
+    (r"^blocks\.(\d+)\.sa\.qkv\.", r"blocks.\1.attn.qkv."),
+    (r"^blocks\.(\d+)\.sa\.proj\.", r"blocks.\1.attn.proj."),
+    (r"^blocks\.(\d+)\.fwd\.(w_gate|w_up|w_down)\.", r"blocks.\1.mlp.\2."),
+    (r"^blocks\.(\d+)\.ln1\.", r"blocks.\1.attn_norm."),
+    (r"^blocks\.(\d+)\.ln2\.", r"blocks.\1.mlp_norm."),
+    (r"^ln_f\.", "norm_f."),
+    (r"^lm_head\.", "lm_head."),
+)
+# Legacy config.json fields we take (everything else there is training state and ignored).
+_LEGACY_CONFIG_FIELDS = ("vocab_size", "n_embd", "n_head", "n_layer", "block_size", "bias", "tie_weights",
+                         "rope_theta", "rope_scale", "norm_eps")
+_LEGACY_REQUIRED = {"pos_encoding": "rope", "mlp_type": "swiglu", "norm_type": "rmsnorm"}
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read, or that does not fit what was asked for."""
+
+
+class ArchitectureMismatchError(CheckpointError):
+    """The weights were made for a different architecture than the one expected."""
+
+
+def check_architecture(found: MyPTConfig, expected: MyPTConfig, source: str) -> None:
+    """Raise ArchitectureMismatchError naming every differing ARCHITECTURE_FIELDS entry."""
+    diffs = [(name, _arch_value(found, name), _arch_value(expected, name)) for name in ARCHITECTURE_FIELDS]
+    diffs = [d for d in diffs if d[1] != d[2]]
+    if diffs:
+        lines = "; ".join(f"{n}: checkpoint has {a!r}, expected {b!r}" for n, a, b in diffs)
+        raise ArchitectureMismatchError(f"{source}: architecture mismatch in {len(diffs)} field(s): {lines}")
+
+
+def _arch_value(config: MyPTConfig, name: str):
+    return config.hidden_dim if name == "mlp_hidden" else getattr(config, name)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], MyPTConfig]:
+    """(state_dict in our names, float32 on CPU, as ``MyPT.state_dict()`` has it; config of the weights).
+
+    A tied ``lm_head.weight`` is present and is the same tensor as ``embed.weight``, so
+    ``model.load_state_dict(sd, strict=True)`` works.
+    """
+    path = Path(path)
+    kind = detect_format(path)
+    if kind == "lightning":
+        sd, config = _read_lightning(path)
+    elif kind == "exported":
+        sd, config = _read_exported(path)
+    else:
+        sd, config = _read_legacy(path)
+    return _validated(sd, config, path), config
+
+
+def load_model(
+    path: str | os.PathLike,
+    config_overrides: dict | None = None,
+    expected_config: MyPTConfig | None = None,
+) -> MyPT:
+    """The model at ``path`` in eval mode, on CPU, float32.
+
+    config_overrides change non-architecture fields (rope_scale, block_size, attn_impl, ...);
+    overriding an architecture field to a different value is an error. expected_config:
+    refuse weights whose architecture differs (every differing field is named).
+    """
+    sd, config = load_weights(path)
+    if config_overrides:
+        try:
+            wanted = MyPTConfig.from_dict({**config.to_dict(), **config_overrides})
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: bad config_overrides: {e}") from None
+        changed = [k for k in ARCHITECTURE_FIELDS if _arch_value(wanted, k) != _arch_value(config, k)]
+        if changed:
+            raise ArchitectureMismatchError(
+                f"{path}: config_overrides change architecture field(s) {changed}; the weights fix those")
+        config = wanted
+    if expected_config is not None:
+        check_architecture(config, expected_config, str(path))
+    model = MyPT(config)
+    model.load_state_dict(sd, strict=True)
+    return model.float().eval()
+
+
+def detect_format(path: Path) -> str:
+    """'lightning' | 'exported' | 'legacy', or CheckpointError saying what was expected."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: does not exist; expected {EXPECTED_FORMATS}")
+    if path.is_file():
+        return "lightning"
+    if (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
+        return "exported"
+    if (path / LEGACY_WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
+        return "legacy"
+    present = sorted(p.name for p in path.iterdir())[:20]
+    raise CheckpointError(f"{path}: directory is none of the known formats (it holds {present}); "
+                          f"expected {EXPECTED_FORMATS}")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _config_from(d, source: str) -> MyPTConfig:
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{source}: model config is {type(d).__name__}, expected a dict")
+    try:
+        return MyPTConfig.from_dict(dict(d))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: bad model config: {e}") from None
+
+
+def _torch_load(path: Path, weights_only: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as e:  # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
+        raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(e).__name__}: {e}") from None
+
+
+def _strip_wrappers(name: str) -> str:
+    for part in _WRAPPER_PARTS:
+        name = name.replace(part, "")
+    return re.sub(r"^(module\.)+", "", name)  # DDP
+
+
+def _read_lightning(path: Path):
+    ckpt = _torch_load(path, weights_only=False)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: file has no 'state_dict'; expected {EXPECTED_FORMATS}")
+    if LIGHTNING_CONFIG_KEY not in ckpt:
+        raise CheckpointError(f"{path}: Lightning checkpoint has no '{LIGHTNING_CONFIG_KEY}' (model config); "
+                              "was it written by mypt-lightning's LightningModule?")
+    config = _config_from(ckpt[LIGHTNING_CONFIG_KEY], f"{path} ['{LIGHTNING_CONFIG_KEY}']")
+    sd = {_strip_wrappers(k[len("model."):]): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    if not sd:
+        raise CheckpointError(f"{path}: 'state_dict' has no keys starting with 'model.'")
+    return sd, config
+
+
+def _read_exported(path: Path):
+    meta = _read_json(path / CONFIG_FILE)
+    if meta.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path / CONFIG_FILE}: 'format' is {meta.get('format')!r}, expected "
+                              f"{EXPORT_FORMAT!r} (a transformers export cannot be loaded back here)")
+    if meta.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise CheckpointError(f"{path / CONFIG_FILE}: format_version {meta.get('format_version')!r} is not "
+                              f"supported (this code reads version {EXPORT_FORMAT_VERSION})")
+    config = _config_from(meta.get("model"), f"{path / CONFIG_FILE} ['model']")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        sd = load_file(path / WEIGHTS_FILE)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: cannot read safetensors: {e}") from None
+    return sd, config
+
+
+def _read_legacy(path: Path):
+    raw = _read_json(path / CONFIG_FILE)
+    for field, want in _LEGACY_REQUIRED.items():
+        if field in raw and str(raw[field]).lower() != want:
+            raise CheckpointError(f"{path / CONFIG_FILE}: {field}={raw[field]!r} is not supported; "
+                                  f"only {field}={want!r} models can be imported")
+    if "n_head" not in raw:
+        raise CheckpointError(f"{path / CONFIG_FILE}: missing 'n_head' (cannot be inferred from the weights)")
+    obj = _torch_load(path / LEGACY_WEIGHTS_FILE, weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(f"{path / LEGACY_WEIGHTS_FILE}: expected a state_dict of tensors")
+    sd = {}
+    for k, v in obj.items():
+        name = _strip_wrappers(k)
+        for pattern, repl in _LEGACY_RENAMES:
+            new, n = re.subn(pattern, repl, name)
+            if n:
+                name = new
+                break
+        # a name no rule maps stays as it is: _validated reports it as unexpected
+        sd[name] = v
+    emb = sd.get("embed.weight")
+    if emb is None:
+        raise CheckpointError(f"{path / LEGACY_WEIGHTS_FILE}: no token_embedding_table.weight")
+    head = sd.get("lm_head.weight")
+    tied = bool(raw.get("tie_weights", head is None or torch.equal(head, emb)))
+    if tied and head is not None and not torch.equal(head.float(), emb.float()):
+        raise CheckpointError(f"{path}: tie_weights is true but lm_head.weight differs from the embedding")
+    gate = sd.get("blocks.0.mlp.w_gate.weight")
+    fields = {k: raw[k] for k in _LEGACY_CONFIG_FIELDS if k in raw}
+    fields.update(
+        vocab_size=emb.shape[0], n_embd=emb.shape[1], tie_weights=tied,
+        n_layer=len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}),
+        mlp_hidden=gate.shape[0] if gate is not None else None,
+        lm_head_bias="lm_head.bias" in sd,
+    )
+    for k in ("vocab_size", "n_embd", "n_layer"):
+        if k in raw and raw[k] != fields[k]:
+            raise CheckpointError(f"{path}: config.json says {k}={raw[k]} but the weights have {fields[k]}")
+    return sd, _config_from(fields, str(path / CONFIG_FILE))
+
+
+def _validated(sd: dict, config: MyPTConfig, path: Path) -> dict[str, torch.Tensor]:
+    """Check names and shapes against MyPT(config); re-alias a tied head; float32."""
+    with torch.device("meta"):
+        reference = MyPT(config).state_dict()
+    sd = dict(sd)
+    if config.tie_weights:
+        sd.pop("lm_head.weight", None)
+    expected = set(reference) - ({"lm_head.weight"} if config.tie_weights else set())
+    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the config; missing keys: {missing}; "
+                              f"unexpected keys: {unexpected}")
+    bad = [f"{k}: {tuple(sd[k].shape)} != {tuple(reference[k].shape)}"
+           for k in sorted(expected) if sd[k].shape != reference[k].shape]
+    if bad:
+        raise CheckpointError(f"{path}: shape mismatch: {bad}")
+    out = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    if config.tie_weights:
+        out["lm_head.weight"] = out["embed.weight"]
+    return out
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+@contextmanager
+def atomic_output_dir(out_dir: str | os.PathLike, replaceable: Callable[[Path], bool]) -> Iterator[Path]:
+    """Yield a temp dir next to out_dir; on success it replaces out_dir in one rename.
+
+    Readers never see a half-written folder. An existing out_dir is replaced only if it is
+    empty or ``replaceable(out_dir)`` says it is a previous output of the same kind.
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or replaceable(out))):
+        raise CheckpointError(f"{out}: exists and is not a previous export; refusing to overwrite it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise CheckpointError(f"{out}: cannot create a folder next to it: {e}") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_our_export(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG_FILE).read_text()).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save_exported(model: MyPT, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``model`` as format (b); a tied head is stored once. Returns the folder."""
+    from safetensors.torch import save_file
+
+    sd = model.state_dict()
+    if model.config.tie_weights:
+        sd.pop("lm_head.weight")
+    sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
+            "model": model.config.to_dict(), "extra": extra or {}}
+    with atomic_output_dir(out_dir, _is_our_export) as tmp:
+        save_file(sd, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    return Path(out_dir)

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Export a MyPT checkpoint as a transformers LlamaForCausalLM folder.
+
+    python tools/export_hf.py --checkpoint CKPT --output_dir DIR [--drop_lm_head_bias]
+
+CKPT is any format mypt_lightning.checkpoint.load_model reads: a Lightning .ckpt file,
+an exported folder (model.safetensors + config.json) or a legacy MyPT folder
+(model.pt + config.json). DIR then loads with
+``transformers.LlamaForCausalLM.from_pretrained(DIR)`` (safetensors weights, q/k/v split,
+linear RoPE scaling with factor = rope_scale, tied embeddings, rms_norm_eps from the model).
+DIR is written next to itself and renamed into place; an existing previous export
+(or an empty folder) is replaced, anything else is refused.
+
+Llama has no lm_head bias. A checkpoint with a nonzero lm_head bias is refused unless
+--drop_lm_head_bias is given; then the logit shift on a probe batch (max and mean
+absolute difference, top-1 agreement) is printed.
+
+Exit status: 0 exported, 2 refused or bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from mypt_lightning.errors import UserError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="Lightning .ckpt file, exported folder, or legacy MyPT folder")
+    parser.add_argument("--output_dir", required=True, metavar="DIR", help="folder to write the transformers model to")
+    parser.add_argument("--drop_lm_head_bias", action="store_true",
+                        help="export a checkpoint whose lm_head has a nonzero bias by dropping the bias "
+                             "(changes the logits; the shift is printed)")
+    args = parser.parse_args(argv)
+
+    from mypt_lightning.hf_export import export_hf  # imports torch/transformers: after --help
+
+    try:
+        shift = export_hf(args.checkpoint, args.output_dir, drop_lm_head_bias=args.drop_lm_head_bias)
+    except UserError as exc:
+        print(f"export_hf: {exc}", file=sys.stderr)
+        return 2
+    if shift is not None:
+        print(f"dropped the lm_head bias: logits move by max |diff| {shift.max_abs:.6g}, "
+              f"mean |diff| {shift.mean_abs:.6g}; top-1 token unchanged at {shift.top1_agreement:.1%} "
+              "of probe positions")
+    print(f"exported {args.checkpoint} -> {args.output_dir} (transformers LlamaForCausalLM)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
