@@ -58,7 +58,7 @@ def hf_config_dict(model: MyPT) -> dict:
         num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_head,
         head_dim=c.head_dim, hidden_act="silu", max_position_embeddings=c.block_size,
         rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_weights, rope_parameters=rope,
-        attention_bias=c.bias, mlp_bias=c.bias, attention_dropout=0.0,
+        attention_bias=c.bias, mlp_bias=False, attention_dropout=0.0,
         bos_token_id=None, eos_token_id=EOT, pad_token_id=PAD_ID,
     )
 
@@ -79,8 +79,8 @@ def to_hf_state_dict(model: MyPT) -> dict[str, torch.Tensor]:
             out[f"{hf}self_attn.q_proj.{p}"], out[f"{hf}self_attn.k_proj.{p}"] = q, k
             out[f"{hf}self_attn.v_proj.{p}"] = v
             out[f"{hf}self_attn.o_proj.{p}"] = sd[f"{ours}attn.proj.{p}"]
-            for mine, theirs in (("w_gate", "gate_proj"), ("w_up", "up_proj"), ("w_down", "down_proj")):
-                out[f"{hf}mlp.{theirs}.{p}"] = sd[f"{ours}mlp.{mine}.{p}"]
+        for mine, theirs in (("w_gate", "gate_proj"), ("w_up", "up_proj"), ("w_down", "down_proj")):
+            out[f"{hf}mlp.{theirs}.weight"] = sd[f"{ours}mlp.{mine}.weight"]  # the MLP has no biases
     return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 

@@ -288,9 +288,11 @@ class SwiGLU(nn.Module):
     def __init__(self, config: MyPTConfig) -> None:
         super().__init__()
         d, h = config.n_embd, config.hidden_dim
-        self.w_gate = nn.Linear(d, h, bias=config.bias)
-        self.w_up = nn.Linear(d, h, bias=config.bias)
-        self.w_down = nn.Linear(h, d, bias=config.bias)
+        # No biases in the MLP even with config.bias: MyPT's SwiGLU never had them (bias only
+        # ever applied to the attention projections), and its checkpoints must load.
+        self.w_gate = nn.Linear(d, h, bias=False)
+        self.w_up = nn.Linear(d, h, bias=False)
+        self.w_down = nn.Linear(h, d, bias=False)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -317,7 +319,6 @@ class MyPT(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm_f = RMSNorm(config.n_embd, config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
@@ -449,7 +450,8 @@ class MyPT(nn.Module):
         x = self.embed(input_ids)
         if self.training and self.config.neftune_alpha > 0:
             x = self._neftune(x, segment_ids, seq_lengths)
-        x = self.drop(x)
+        # No dropout on the embedding: MyPT never had one, and the phase presets' dropout
+        # rates were tuned with dropout on the attention and residual branches only.
         ckpt = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             if ckpt:

@@ -158,7 +158,13 @@ class MyPTTokenizer:
         }
 
     def check_state_dict(self, state: dict, *, where: str = "tokenizer_state.json") -> None:
-        """Raise ValueError naming the first field where ``state`` disagrees with this tokenizer."""
+        """Raise ValueError naming the first field where ``state`` disagrees with this tokenizer.
+
+        Also accepts the legacy MyPT layout (``token_kind``/``model_vocab_size``/
+        ``special_token_encoder``) when it describes the same GPT-2 BPE + pinned tags.
+        """
+        if "token_kind" in state:
+            return _check_legacy_state(state, where)
         mine = self.state_dict()
         for key in ("base_encoding", "base_vocab_size", "vocab_size", "endoftext_id", "special_tokens"):
             if key not in state:
@@ -168,6 +174,18 @@ class MyPTTokenizer:
 
     def __repr__(self) -> str:
         return f"MyPTTokenizer(name={self.name!r}, vocab_size={self.vocab_size})"
+
+
+def _check_legacy_state(state: dict, where: str) -> None:
+    """The original MyPT pipeline's tokenizer_state.json: gpt2 BPE, 50304 rows, our tag ids."""
+    if state.get("token_kind") != "gpt2":
+        raise ValueError(f"{where}: token_kind is {state.get('token_kind')!r}, expected 'gpt2'")
+    if state.get("model_vocab_size", VOCAB_SIZE) != VOCAB_SIZE:
+        raise ValueError(f"{where}: model_vocab_size is {state['model_vocab_size']!r}, expected {VOCAB_SIZE}")
+    encoder = state.get("special_token_encoder")
+    if encoder is not None and {k: int(v) for k, v in encoder.items()} != SPECIAL_TOKENS:
+        differing = sorted(k for k in set(encoder) | set(SPECIAL_TOKENS) if encoder.get(k) != SPECIAL_TOKENS.get(k))
+        raise ValueError(f"{where}: special_token_encoder differs from the pinned ids at {differing[:5]}")
 
 
 def special_tokens_fingerprint() -> str:

@@ -75,7 +75,7 @@ def test_logits_match_transformers(tmp_path, rope_scale):
 
 def test_logits_match_with_biases_and_untied_head(tmp_path):
     model, hf = exported_pair(tmp_path, bias=True, tie_weights=False)
-    assert not hf.config.tie_word_embeddings and hf.config.attention_bias and hf.config.mlp_bias
+    assert not hf.config.tie_word_embeddings and hf.config.attention_bias and not hf.config.mlp_bias
     ids = torch.randint(0, 50304, (1, 64))
     with torch.no_grad():
         assert rel_err(model(ids), hf(ids).logits) < 1e-5

@@ -194,9 +194,12 @@ def test_packed_training_backward_on_cpu_auto():
 
 
 def _embedding_noise(model, ids, **kw):
-    """What NEFTune added: the input of the embedding dropout minus the clean embedding."""
+    """What NEFTune added: the input of the first block minus the clean embedding."""
     seen = {}
-    handle = model.drop.register_forward_pre_hook(lambda mod, args: seen.setdefault("x", args[0].detach()))
+    def record(module, args):  # returns None: a pre-hook's return value would replace the inputs
+        seen.setdefault("x", args[0].detach())
+
+    handle = model.blocks[0].register_forward_pre_hook(record)
     try:
         model(ids, **kw)
     finally:
