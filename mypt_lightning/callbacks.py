@@ -1,0 +1,131 @@
+"""Lightning callbacks: run a phase's success gate while training.
+
+``GateCallback(phase=1)`` runs the gate after validation (every ``every_n_validations``
+validations, on global rank 0) with greedy decoding on the model being trained, and
+
+* logs ``gate/phase1/pass_rate``, every other gate metric and ``gate/phase1/passed``
+  (1.0 / 0.0) to every logger at the current optimizer step, and puts them into
+  ``trainer.callback_metrics`` (so ``train()`` returns them and ModelCheckpoint can monitor them);
+* logs a table of samples (prompt, output, verdict, reason): ``WandbLogger.log_table``
+  when W&B is on, otherwise ``<run dir>/gates/phase1_step000100.json`` (the full gate
+  result) plus ``<run dir>/gates/phase1_samples.csv`` (one row per case per run, appended).
+
+Enable it with the config option ``callbacks=gate`` (``conf/callbacks/gate.yaml``: the
+default callbacks plus this one, for the phase being trained). Generation on rank 0 only:
+with FSDP (sharded weights) the callback warns and does nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from mypt_lightning.gates.runner import get_gate, parse_phase
+
+TABLE_COLUMNS = ["step", "id", "category", "language", "verdict", "prompt", "output", "reason"]
+
+
+class GateCallback(L.Callback):
+    """Run phase ``phase``'s gate at validation and log its pass rates and sample table.
+
+    Args:
+        phase: 1-6 or a phase name ("phase3_chat_sft"); ``${phase.number}`` in the config.
+        every_n_validations: run on every n-th validation (1 = every one).
+        max_cases: at most this many cases per run (evenly spread), None = all.
+        table_rows: cases shown in the sample table (the failed ones first).
+        output_dir: where the JSON/CSV go without W&B (default: the trainer's default_root_dir).
+        workspace: docs folder for the phase 3-6 gates (default: the bundled workspace).
+    """
+
+    def __init__(self, phase: int | str, every_n_validations: int = 1, max_cases: int | None = None,
+                 table_rows: int = 30, output_dir: str | None = None, workspace: str | None = None):
+        super().__init__()
+        self.phase = parse_phase(phase)
+        self.gate = get_gate(self.phase)
+        if every_n_validations < 1:
+            raise ValueError(f"every_n_validations must be >= 1, got {every_n_validations}")
+        self.every_n_validations = every_n_validations
+        self.max_cases = max_cases
+        self.table_rows = table_rows
+        self.output_dir = output_dir
+        self.workspace_dir = workspace
+        self._workspace = None
+        self._validations = 0
+        self._warned = False
+        self.history: list[tuple[int, dict[str, float]]] = []  # (step, metrics) per run
+
+    def _prefix(self) -> str:
+        return f"gate/phase{self.phase}"
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._validations += 1
+        if (self._validations - 1) % self.every_n_validations:
+            return
+        if "FSDP" in type(trainer.strategy).__name__:
+            if not self._warned:
+                warnings.warn("GateCallback: the model is sharded (FSDP); gates are not run during training. "
+                              "Run tools/eval_gates.py on the exported model instead.")
+                self._warned = True
+            return
+        if not trainer.is_global_zero:
+            return
+        self.run_gate(trainer, pl_module)
+
+    def run_gate(self, trainer: L.Trainer, pl_module: L.LightningModule):
+        from mypt_lightning.generation import ModelPolicy, SamplingConfig
+
+        model = pl_module.model
+        model = getattr(model, "_orig_mod", model)  # torch.compile wrapper: generate with the plain module
+        if self.gate.needs_workspace and self._workspace is None:
+            from mypt_lightning.workspace import Workspace
+
+            self._workspace = Workspace(self.workspace_dir)
+        was_training = model.training
+        try:
+            result = self.gate.run(ModelPolicy(model, SamplingConfig(temperature=0.0)), workspace=self._workspace,
+                                   max_cases=self.max_cases)
+        finally:
+            model.train(was_training)
+        step = trainer.global_step
+        metrics = {f"{self._prefix()}/{k}": float(v) for k, v in result.metrics.items()}
+        metrics[f"{self._prefix()}/passed"] = 1.0 if result.passed else 0.0
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        for key, value in metrics.items():
+            trainer.callback_metrics[key] = torch.tensor(value)
+        self.history.append((step, metrics))
+        self._log_samples(trainer, result, step)
+        return result
+
+    def _rows(self, result, step: int) -> list[list]:
+        cases = sorted(result.cases, key=lambda c: c.passed)[: self.table_rows]  # failures first
+        return [[step, c.id, c.category, c.language, c.verdict, c.prompt, c.output, c.reason] for c in cases]
+
+    def _log_samples(self, trainer: L.Trainer, result, step: int) -> None:
+        rows = self._rows(result, step)
+        wandb_loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+        for logger in wandb_loggers:
+            logger.log_table(key=f"{self._prefix()}/samples", columns=TABLE_COLUMNS, data=rows, step=step)
+        if wandb_loggers:
+            return
+        out = Path(self.output_dir or trainer.default_root_dir) / "gates"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"phase{self.phase}_step{step:06d}.json").write_text(
+            json.dumps({"step": step, **result.to_dict()}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        table = out / f"phase{self.phase}_samples.csv"
+        new = not table.exists()
+        with open(table, "a", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(TABLE_COLUMNS)
+            writer.writerows(rows)
+
+
+__all__ = ["GateCallback", "TABLE_COLUMNS"]

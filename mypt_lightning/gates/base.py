@@ -1,0 +1,262 @@
+"""What every gate is made of: cases, per-case verdicts, criteria on pass rates, results.
+
+A gate (one module per phase) lists its :class:`Case` s, runs each against a *policy*
+(``generation.ModelPolicy`` for a model, ``TextPolicy`` for crafted outputs in tests),
+judges the output with named checks, and turns the verdicts into metrics (rates in
+[0, 1]). It passes when every :class:`Criterion` holds::
+
+    cases ──run_case──> CaseResult(checks={"closed": True, ...}, passed)
+          ──metrics───> {"pass_rate": 0.93, "pass_rate_de": 0.9, ...}
+          ──criteria──> pass_rate >= 0.90 ✓, pass_rate_de >= 0.80 ✓  => GateResult.passed
+
+Everything is deterministic: greedy decoding, fixed case lists, fixed seeds.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from mypt_lightning.special_tokens import ASSISTANT_CLOSE, EOT
+from mypt_lightning.workspace_analysis import content_words
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """``metric op value``, e.g. Criterion("exact_match", ">", 0.80)."""
+
+    metric: str
+    op: str
+    value: float
+
+    def check(self, metrics: dict[str, float]) -> bool:
+        actual = metrics.get(self.metric)
+        return actual is not None and _OPS[self.op](actual, self.value)
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        actual = metrics.get(self.metric)
+        shown = "n/a" if actual is None else f"{actual:.3f}"
+        return f"{self.metric} {shown} {self.op} {self.value:.2f}: {'ok' if self.check(metrics) else 'FAILED'}"
+
+
+@dataclass
+class Case:
+    """One gate prompt. ``messages``: the user turn(s) (a multi-turn case lists every user
+    message; the gate generates the assistant turns); ``expect``: what the judge needs."""
+
+    id: str
+    category: str
+    language: str
+    messages: list[dict]
+    system: str | None = None
+    expect: dict = field(default_factory=dict)
+
+
+@dataclass
+class CaseResult:
+    id: str
+    category: str
+    language: str
+    prompt: str  # the prompt as text (tags as strings)
+    output: str  # what the model generated (tags as strings); multi-turn: every turn
+    passed: bool
+    checks: dict[str, bool]
+    reason: str = ""  # the failed checks, explained
+    details: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["verdict"] = self.verdict
+        return d
+
+
+@dataclass
+class GateResult:
+    phase: int
+    name: str
+    description: str
+    passed: bool
+    metrics: dict[str, float]
+    criteria: list[dict]
+    cases: list[CaseResult]
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed_criteria(self) -> list[str]:
+        return [c["text"] for c in self.criteria if not c["ok"]]
+
+    def summary(self) -> str:
+        head = f"phase {self.phase} gate ({self.name}): {'PASS' if self.passed else 'FAIL'}"
+        return "\n".join([head] + [f"  {c['text']}" for c in self.criteria])
+
+    def to_dict(self) -> dict:
+        return {
+            "phase": self.phase, "name": self.name, "description": self.description,
+            "passed": self.passed, "metrics": self.metrics, "criteria": self.criteria,
+            "num_cases": len(self.cases), "num_passed": sum(c.passed for c in self.cases),
+            "seconds": round(self.seconds, 2), "warnings": self.warnings,
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+def rate(values: Iterable[bool]) -> float | None:
+    values = list(values)
+    return sum(bool(v) for v in values) / len(values) if values else None
+
+
+def subsample(cases: Sequence[Case], max_cases: int | None) -> list[Case]:
+    """At most ``max_cases`` cases, evenly spread over the list (keeps categories and languages mixed)."""
+    cases = list(cases)
+    if not max_cases or max_cases >= len(cases):
+        return cases
+    step = len(cases) / max_cases
+    return [cases[int(i * step)] for i in range(max_cases)]
+
+
+class Gate:
+    """Base class. Subclasses set ``phase``, ``name``, ``description``, ``criteria`` and
+    implement ``cases()`` and ``run_case()``; ``metrics()`` defaults to the overall pass
+    rate plus one rate per category and per language."""
+
+    phase: int = 0
+    name: str = ""
+    description: str = ""
+    criteria: tuple[Criterion, ...] = ()
+    needs_workspace: bool = False
+
+    def cases(self, workspace=None) -> list[Case]:
+        """The gate's cases; phases 3-6 build theirs from ``workspace`` (default: the bundled one)."""
+        raise NotImplementedError
+
+    def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
+        raise NotImplementedError
+
+    def metrics(self, results: list[CaseResult]) -> dict[str, float]:
+        out = {"pass_rate": rate(r.passed for r in results)}
+        for key in sorted({r.category for r in results}):
+            out[f"pass_rate_{key}"] = rate(r.passed for r in results if r.category == key)
+        for lang in sorted({r.language for r in results}):
+            out[f"pass_rate_{lang}"] = rate(r.passed for r in results if r.language == lang)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def run(self, policy, *, workspace=None, max_cases: int | None = None, tokenizer=None,
+            progress: Callable[[CaseResult], None] | None = None) -> GateResult:
+        start = time.perf_counter()
+        if self.needs_workspace and workspace is None:
+            from mypt_lightning.workspace import Workspace
+
+            workspace = Workspace()
+        ctx = GateContext(policy, workspace, _tokenizer(tokenizer))
+        results = []
+        for case in subsample(self.cases(workspace), max_cases):
+            result = self.run_case(case, ctx)
+            results.append(result)
+            if progress is not None:
+                progress(result)
+        metrics = self.metrics(results)
+        criteria = [{"metric": c.metric, "op": c.op, "value": c.value, "actual": metrics.get(c.metric),
+                     "ok": c.check(metrics), "text": c.describe(metrics)} for c in self.criteria]
+        return GateResult(self.phase, self.name, self.description, all(c["ok"] for c in criteria), metrics,
+                          criteria, results, seconds=time.perf_counter() - start)
+
+
+@dataclass
+class GateContext:
+    """What a case needs to run: the policy, the workspace (phases 5-6), the tokenizer."""
+
+    policy: object
+    workspace: object
+    tok: object
+
+    def render(self, ids) -> str:
+        return self.tok.decode(ids)
+
+
+def _tokenizer(tokenizer):
+    if tokenizer is not None:
+        return tokenizer
+    from mypt_lightning.tokenizer import get_tokenizer
+
+    return get_tokenizer()
+
+
+# ============================================================================ shared checks
+
+
+def closes_cleanly(tokens: Sequence[int]) -> bool:
+    """The generation ended with exactly ``</myPT_assistant><myPT_eot>``."""
+    return len(tokens) >= 2 and list(tokens[-2:]) == [ASSISTANT_CLOSE, EOT]
+
+
+def normalize(text: str) -> str:
+    """Lower-case, whitespace collapsed, surrounding quotes and final punctuation dropped."""
+    text = " ".join(text.split()).strip()
+    text = text.strip("\"'“”„‚‘’«»`")
+    return text.rstrip(".!?").strip().lower()
+
+
+def content_overlap(text: str, sources: Iterable[str]) -> float:
+    """Share of the content words (stemmed) of ``text`` that occur in ``sources`` (0 if none)."""
+    words = set(content_words(text))
+    if not words:
+        return 0.0
+    pool: set[str] = set()
+    for s in sources:
+        pool.update(content_words(s))
+    return len(words & pool) / len(words)
+
+
+def result_strings(value) -> list[str]:
+    """Every string inside a tool result (nested dicts and lists)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in result_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in result_strings(v)]
+    return []
+
+
+def successful_results(steps) -> list[dict]:
+    """The results of the tool steps that did not fail."""
+    return [s.result for s in steps if s.error is None and isinstance(s.result, dict)]
+
+
+def cites_a_result(cite: str | None, steps) -> bool:
+    """The citation names a doc id (or title) that a successful tool result returned."""
+    cite = (cite or "").strip()
+    if not cite:
+        return False
+    names = set()
+    for result in successful_results(steps):
+        for node in [result, *result.get("documents", [])] if isinstance(result.get("documents"), list) else [result]:
+            if isinstance(node, dict):
+                names.update(str(node[k]) for k in ("doc_id", "title") if node.get(k))
+    return any(name in cite for name in names)
+
+
+def interleave(*lists: Sequence) -> list:
+    """[a0, b0, a1, b1, ...] (lists of unequal length: the rest in order)."""
+    out = []
+    for i in range(max((len(x) for x in lists), default=0)):
+        out += [x[i] for x in lists if i < len(x)]
+    return out
+
+
+def explain(checks: dict[str, bool], reasons: dict[str, str]) -> str:
+    """The failed checks with their explanations, '; '-joined ('' when all passed)."""
+    return "; ".join(f"{name}: {reasons.get(name, 'failed')}" for name, ok in checks.items() if not ok)
+
+
+__all__ = ["Case", "CaseResult", "Criterion", "Gate", "GateContext", "GateResult", "closes_cleanly",
+           "cites_a_result", "content_overlap", "explain", "interleave", "normalize", "rate", "result_strings",
+           "subsample", "successful_results"]

@@ -1,0 +1,115 @@
+"""Phase 1 gate (format lock): simple prompts get a short answer closed by
+``</myPT_assistant><myPT_eot>`` within 20 tokens, nothing runs away, EN and DE both work.
+
+Per case (greedy, up to 64 new tokens so a late close is told apart from a runaway)::
+
+    answered        the answer text is not empty
+    closed_in_20    generation ended with </myPT_assistant><myPT_eot> within 20 tokens
+    no_runaway      a stop token came at all within the 64-token budget
+    language        the answer is in the prompt's language: recognisably so for the 16 prompts
+                    whose natural answer carries it ("Ja." / "Yes.", "Hallo!" / "Hello!"), and
+                    not recognisably in the other language for the rest ("Berlin", "5")
+
+Passes with pass_rate >= 0.90 and each language's pass rate >= 0.80. The prompts are
+written for the gate (simple questions and instructions, 25 EN + 25 DE); a few echo the
+guide's own example ("Say hello."), most are phrasings the format-lock generator does not use.
+"""
+
+from __future__ import annotations
+
+from mypt_lightning.gates.base import Case, CaseResult, Criterion, Gate, GateContext, closes_cleanly, explain
+from mypt_lightning.gates.language import language_of, same_language
+from mypt_lightning.protocol import build_prompt, parse_assistant_output
+from mypt_lightning.system_prompts import MINIMAL_SYSTEM_PROMPT
+
+CLOSE_WITHIN = 20
+RUNAWAY_BUDGET = 64
+
+# (prompt, language_marked): a marked prompt's natural answer carries its language ("Yes" /
+# "Ja", "Hello" / "Hallo"), so there the answer must be recognisably in the prompt's language;
+# elsewhere ("Berlin", "5") it only must not be recognisably in the other one.
+PROMPTS = {
+    "en": [
+        ("Say hello.", True), ("What is the capital of Italy?", False),
+        ("What colour is the sky on a sunny day?", False), ("Name a fruit.", False),
+        ("How many days are in a week?", False), ("What is 2 plus 3?", False), ("Is fire hot?", True),
+        ("Say thank you.", True), ("Which day comes after Monday?", False),
+        ("Give me a word that means happy.", False), ("What is the opposite of up?", False),
+        ("What is 'Haus' in English?", False), ("What is the first letter of the word 'dog'?", False),
+        ("Reply with yes.", True), ("Which month comes before June?", False),
+        ("Name an animal that can fly.", False), ("How many legs does a cat have?", False),
+        ("What is 10 minus 4?", False), ("Good morning!", True), ("What is the capital of Spain?", False),
+        ("Is the sea salty?", True), ("Name a colour.", False), ("What number comes after nine?", False),
+        ("Say goodbye.", True), ("Do dogs bark?", True),
+    ],
+    "de": [
+        ("Sag hallo.", True), ("Was ist die Hauptstadt von Italien?", False),
+        ("Welche Farbe hat der Himmel an einem sonnigen Tag?", False), ("Nenne eine Frucht.", False),
+        ("Wie viele Tage hat eine Woche?", False), ("Was ist 2 plus 3?", False), ("Ist Feuer heiß?", True),
+        ("Sag danke.", True), ("Welcher Tag kommt nach Montag?", False),
+        ("Nenne ein Wort für glücklich.", False), ("Was ist das Gegenteil von oben?", False),
+        ("Was heißt 'house' auf Deutsch?", False), ("Was ist der erste Buchstabe des Wortes 'Hund'?", False),
+        ("Antworte mit ja.", True), ("Welcher Monat kommt vor Juni?", False),
+        ("Nenne ein Tier, das fliegen kann.", False), ("Wie viele Beine hat eine Katze?", False),
+        ("Was ist 10 minus 4?", False), ("Guten Morgen!", True), ("Was ist die Hauptstadt von Spanien?", False),
+        ("Ist das Meer salzig?", True), ("Nenne eine Farbe.", False), ("Welche Zahl kommt nach neun?", False),
+        ("Verabschiede dich.", True), ("Bellen Hunde?", True),
+    ],
+}
+
+
+class Phase1Gate(Gate):
+    phase = 1
+    name = "format_lock"
+    description = ("closes with </myPT_assistant><myPT_eot> within 20 tokens on simple prompts, "
+                   "no runaway, answers in EN and DE")
+    criteria = (Criterion("pass_rate", ">=", 0.90), Criterion("pass_rate_en", ">=", 0.80),
+                Criterion("pass_rate_de", ">=", 0.80))
+
+    def cases(self, workspace=None) -> list[Case]:
+        out = []
+        for i in range(max(len(p) for p in PROMPTS.values())):  # interleaved: EN, DE, EN, DE, ...
+            for lang in ("en", "de"):
+                if i < len(PROMPTS[lang]):
+                    prompt, marked = PROMPTS[lang][i]
+                    out.append(Case(f"p1-{lang}-{i:02d}", "simple", lang, [{"role": "user", "content": prompt}],
+                                    MINIMAL_SYSTEM_PROMPT, {"language_marked": marked}))
+        return out
+
+    def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
+        prompt = build_prompt({"system": case.system, "messages": case.messages}, tokenizer=ctx.tok)
+        gen = ctx.policy(prompt, max_new_tokens=RUNAWAY_BUDGET)
+        return judge(case, gen.tokens, gen.stop_reason, ctx.render(prompt), ctx.tok)
+
+    def metrics(self, results: list[CaseResult]) -> dict[str, float]:
+        out = super().metrics(results)
+        for check in ("closed_in_20", "no_runaway", "language", "answered"):
+            out[check] = sum(r.checks[check] for r in results) / len(results) if results else 0.0
+        return out
+
+
+def judge(case: Case, tokens: list[int], stop_reason: str, prompt_text: str, tok) -> CaseResult:
+    """The verdict on one generation (``tokens``: the new ids, stop token included)."""
+    parsed = parse_assistant_output(tokens, tokenizer=tok)
+    answer = parsed.answer.strip()
+    checks = {
+        "answered": bool(answer),
+        "closed_in_20": closes_cleanly(tokens) and len(tokens) <= CLOSE_WITHIN,
+        "no_runaway": stop_reason == "stop_token",
+        "language": (language_of(answer) == case.language if case.expect.get("language_marked")
+                     else same_language(answer, case.language)),
+    }
+    reasons = {
+        "answered": "empty answer",
+        "closed_in_20": (f"closed after {len(tokens)} tokens" if closes_cleanly(tokens)
+                         else "did not end with </myPT_assistant><myPT_eot>"),
+        "no_runaway": f"no stop token within {len(tokens)} tokens ({stop_reason})",
+        "language": f"answer is not {'recognisably ' if case.expect.get('language_marked') else ''}"
+                    f"in {case.language.upper()}",
+    }
+    return CaseResult(case.id, case.category, case.language, prompt_text, tok.decode(tokens), all(checks.values()),
+                      checks, explain(checks, reasons),
+                      {"answer": answer, "num_tokens": len(tokens), "stop_reason": stop_reason})
+
+
+GATE = Phase1Gate()

@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Chat with a MyPT model in the terminal (multi-turn, streaming), optionally as a tool-using agent.
+
+    python tools/chat.py --model runs/phase4_multiturn/export
+    python tools/chat.py --model runs/phase6_agentic_rag/export --agent --workspace workspace/
+    python tools/chat.py --model PATH --show_think --temperature 0     # show <myPT_think>, greedy
+
+Type a message and press Enter; the reply streams as it is generated. Think blocks are
+hidden unless --show_think; tool calls, tool results and citations are marked.
+Commands: /reset starts a new conversation, /exit or /quit (or Ctrl-D) leaves.
+With --agent the model's <myPT_toolcall>s run against the workspace (search, list_docs,
+get_doc, summarize) and the results go back to the model (at most --max_steps model calls
+per turn); without it a tool call is answered with an error saying tools are off.
+Input can be piped: `printf 'Hello\\n/exit\\n' | python tools/chat.py --model PATH`.
+
+Exit status: 0 done, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from mypt_lightning.errors import UserError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mypt_lightning.generation import add_sampling_arguments
+
+    parser = argparse.ArgumentParser(prog="chat.py", description=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="a Lightning .ckpt, an exported folder or a legacy MyPT folder")
+    parser.add_argument("--agent", action="store_true", help="execute tool calls against the workspace")
+    parser.add_argument("--workspace", default=None, metavar="DIR",
+                        help="workspace folder (its docs/ subfolder is used if present; default: the bundled one)")
+    parser.add_argument("--system", default=None,
+                        help="system prompt (default: the chat prompt, or the agentic one with --agent)")
+    parser.add_argument("--show_think", action="store_true", help="show the model's <myPT_think> blocks")
+    parser.add_argument("--max_steps", type=int, default=6, help="model calls per turn with --agent (default 6)")
+    add_sampling_arguments(parser, temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.1, max_new_tokens=512)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mypt_lightning.agent import CHAT_HELP, AgentSession, chat_loop, open_workspace
+    from mypt_lightning.generation import ModelPolicy, load_inference_model, sampling_from_args
+    from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT, CHAT_SYSTEM_PROMPT
+
+    try:
+        sampling = sampling_from_args(args)
+        workspace = open_workspace(args.workspace) if args.agent else None
+        model = load_inference_model(args.model, args.device, args.dtype)
+        system = args.system if args.system is not None else (AGENTIC_STANDARD_PROMPT if args.agent
+                                                              else CHAT_SYSTEM_PROMPT)
+        session = AgentSession(ModelPolicy(model, sampling), workspace, system or None,
+                               max_steps=args.max_steps if args.agent else 2, max_new_tokens=args.max_new_tokens)
+    except (UserError, ValueError) as exc:
+        print(f"chat.py: {exc}", file=sys.stderr)
+        return 2
+    interactive = sys.stdin.isatty()
+
+    def read_line(prompt: str) -> str | None:
+        if interactive:
+            try:
+                return input(prompt)
+            except EOFError:
+                return None
+        line = sys.stdin.readline()
+        return None if line == "" else line
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    mode = f"agent, workspace {workspace.docs_dir}" if workspace is not None else "chat"
+    print(f"[{args.model}: {mode}; {CHAT_HELP}]", file=sys.stderr)
+    try:
+        chat_loop(session, read_line, write, show_think=args.show_think)
+    except KeyboardInterrupt:
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
