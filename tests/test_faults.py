@@ -151,3 +151,28 @@ def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(dataset, tmp_
     assert sorted(resumed) == [5, 6, 7, 8]
     for step in range(5, 9):
         assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-6), step
+
+
+def test_sigkill_mid_run_resumes_from_last_checkpoint(dataset, tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    # Batch 10 = step 6's first micro-batch: the step-4 checkpoint is the newest one on disk.
+    killed = run_py(process_overrides(dataset, run_dir, **{
+        "+callbacks.kill._target_": "fault_injection.SignalAtBatch", "+callbacks.kill.batch": 10,
+        "+callbacks.kill.signum": "SIGKILL", "train.checkpoint_every_steps": 4}), check=False)
+    assert killed.returncode == -signal.SIGKILL
+    run_py(process_overrides(dataset, run_dir, ckpt_path="last", **{"train.checkpoint_every_steps": 4}))
+    resumed = losses_from_csv(run_dir)
+    assert sorted(resumed) == [5, 6, 7, 8]
+    for step in range(5, 9):
+        assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-6), step
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one(dataset, tmp_path):
+    eager, compiled = StepLosses(), StepLosses()
+    base = {"data.num_workers": 0, "model.dropout": 0.0, "model.neftune_alpha": 0, "train.max_steps": 3}
+    train(compose_cfg(tiny_overrides(dataset, tmp_path / "eager", **base)), extra_callbacks=[eager])
+    train(compose_cfg(tiny_overrides(dataset, tmp_path / "compiled", **base, **{"model.compile": "true"})),
+          extra_callbacks=[compiled])
+    for step, loss in eager.losses.items():
+        assert compiled.losses[step] == pytest.approx(loss, rel=1e-4), step
