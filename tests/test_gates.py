@@ -54,12 +54,15 @@ def test_phase1_passes_short_closed_answers_in_both_languages():
     assert len(result.cases) == 50 and {c.language for c in result.cases} == {"en", "de"}
 
 
-def test_phase1_language_marked_prompts_need_a_recognisable_language():
-    """A model that answers everything with a neutral word ("Ne.", "4") does not pass."""
+def test_phase1_needs_answers_recognisably_in_each_language():
+    """A model that answers everything with a neutral word ("Ne.", "4") closes perfectly but
+    does not answer in EN and DE: the gate fails on answers_in_en / answers_in_de."""
     result = GATES[1].run(p1_policy("4" + CLOSE, "4" + CLOSE))
-    marked = [c for c in result.cases if "hello" in c.prompt.lower() or "hallo" in c.prompt.lower()]
-    assert marked and not any(c.passed for c in marked)
-    assert result.metrics["pass_rate"] == pytest.approx(34 / 50) and not result.passed
+    assert result.metrics["pass_rate"] == 1.0 and result.metrics["answers_in_de"] == 0.0 and not result.passed
+    assert sum("recognised_language" in c.details for c in result.cases) == 16
+    half = GATES[1].run(p1_policy("Yes." + CLOSE, "4" + CLOSE))  # English fine, German neutral
+    assert half.metrics["answers_in_en"] == 1.0 and not half.passed
+    assert [c["metric"] for c in half.criteria if not c["ok"]] == ["answers_in_de"]
 
 
 @pytest.mark.parametrize("en, de, failed_check", [
@@ -310,7 +313,8 @@ def test_report_format(tmp_path):
     assert {"id", "prompt", "output", "verdict", "checks", "reason"} <= set(case)
     assert case["prompt"].startswith("<myPT_system>") and case["prompt"].endswith("<myPT_assistant>")
     assert case["output"] == "Yes." + CLOSE and case["verdict"] == "pass"
-    assert {c["metric"] for c in gate["criteria"]} == {"pass_rate", "pass_rate_en", "pass_rate_de"}
+    assert {c["metric"] for c in gate["criteria"]} == {"pass_rate", "pass_rate_en", "pass_rate_de", "answers_in_en",
+                                                       "answers_in_de"}
 
 
 @pytest.mark.parametrize("value, expected", [(1, 1), ("3", 3), ("phase5", 5), ("phase6_agentic_rag", 6)])

@@ -6,11 +6,16 @@ Per case (greedy, up to 64 new tokens so a late close is told apart from a runaw
     answered        the answer text is not empty
     closed_in_20    generation ended with </myPT_assistant><myPT_eot> within 20 tokens
     no_runaway      a stop token came at all within the 64-token budget
-    language        the answer is in the prompt's language: recognisably so for the 16 prompts
-                    whose natural answer carries it ("Ja." / "Yes.", "Hallo!" / "Hello!"), and
-                    not recognisably in the other language for the rest ("Berlin", "5")
+    language        the answer is not recognisably in the other language ("Yes." to a German
+                    prompt); a neutral answer ("Berlin", "5") is fine
 
-Passes with pass_rate >= 0.90 and each language's pass rate >= 0.80. The prompts are
+"Answers in EN and DE" is also measured directly: 16 of the prompts call for an answer that
+carries its language ("Sag hallo." -> "Hallo!", "Is fire hot?" -> "Yes."); answers_in_en /
+answers_in_de are the shares of those answered recognisably in the prompt's language (so a
+model that answers everything with "4" or "Ne." fails).
+
+Passes with pass_rate >= 0.90, each language's pass rate >= 0.80, and answers_in_en and
+answers_in_de >= 0.50. The prompts are
 written for the gate (simple questions and instructions, 25 EN + 25 DE); a few echo the
 guide's own example ("Say hello."), most are phrasings the format-lock generator does not use.
 """
@@ -26,8 +31,7 @@ CLOSE_WITHIN = 20
 RUNAWAY_BUDGET = 64
 
 # (prompt, language_marked): a marked prompt's natural answer carries its language ("Yes" /
-# "Ja", "Hello" / "Hallo"), so there the answer must be recognisably in the prompt's language;
-# elsewhere ("Berlin", "5") it only must not be recognisably in the other one.
+# "Ja", "Hello" / "Hallo"); answers_in_en / answers_in_de count how many of them get one.
 PROMPTS = {
     "en": [
         ("Say hello.", True), ("What is the capital of Italy?", False),
@@ -64,7 +68,8 @@ class Phase1Gate(Gate):
     description = ("closes with </myPT_assistant><myPT_eot> within 20 tokens on simple prompts, "
                    "no runaway, answers in EN and DE")
     criteria = (Criterion("pass_rate", ">=", 0.90), Criterion("pass_rate_en", ">=", 0.80),
-                Criterion("pass_rate_de", ">=", 0.80))
+                Criterion("pass_rate_de", ">=", 0.80), Criterion("answers_in_en", ">=", 0.50),
+                Criterion("answers_in_de", ">=", 0.50))
 
     def cases(self, workspace=None) -> list[Case]:
         out = []
@@ -85,6 +90,11 @@ class Phase1Gate(Gate):
         out = super().metrics(results)
         for check in ("closed_in_20", "no_runaway", "language", "answered"):
             out[check] = sum(r.checks[check] for r in results) / len(results) if results else 0.0
+        for lang in ("en", "de"):
+            marked = [r.details["recognised_language"] for r in results
+                      if r.language == lang and "recognised_language" in r.details]
+            if marked:  # absent when --max_cases left none of them (the criterion is then skipped)
+                out[f"answers_in_{lang}"] = sum(marked) / len(marked)
         return out
 
 
@@ -96,20 +106,20 @@ def judge(case: Case, tokens: list[int], stop_reason: str, prompt_text: str, tok
         "answered": bool(answer),
         "closed_in_20": closes_cleanly(tokens) and len(tokens) <= CLOSE_WITHIN,
         "no_runaway": stop_reason == "stop_token",
-        "language": (language_of(answer) == case.language if case.expect.get("language_marked")
-                     else same_language(answer, case.language)),
+        "language": same_language(answer, case.language),
     }
     reasons = {
         "answered": "empty answer",
         "closed_in_20": (f"closed after {len(tokens)} tokens" if closes_cleanly(tokens)
                          else "did not end with </myPT_assistant><myPT_eot>"),
         "no_runaway": f"no stop token within {len(tokens)} tokens ({stop_reason})",
-        "language": f"answer is not {'recognisably ' if case.expect.get('language_marked') else ''}"
-                    f"in {case.language.upper()}",
+        "language": f"answer is not in {case.language.upper()}",
     }
+    details = {"answer": answer, "num_tokens": len(tokens), "stop_reason": stop_reason}
+    if case.expect.get("language_marked"):
+        details["recognised_language"] = language_of(answer) == case.language
     return CaseResult(case.id, case.category, case.language, prompt_text, tok.decode(tokens), all(checks.values()),
-                      checks, explain(checks, reasons),
-                      {"answer": answer, "num_tokens": len(tokens), "stop_reason": stop_reason})
+                      checks, explain(checks, reasons), details)
 
 
 GATE = Phase1Gate()
