@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 DEMO := data/demo
 
-.PHONY: setup demo demo-data test test-all
+.PHONY: setup demo demo-data test test-fast
 
 setup:
 	@bash tools/setup_env.sh
@@ -20,9 +20,10 @@ demo-data: setup
 	    --val_split 0.05 --enable_packing --pack_block_size 512 --weighted_mask ; \
 	else echo "[demo] using existing $(DEMO)/sft_phase1_format_lock"; fi
 
-# The default test suite (what CI runs); `make test-all` includes the slow tests.
+# The whole suite, slow tests included (what CI runs; ~6 min on 2 idle cores).
 test: setup
-	$(PY) -m pytest -q -m "not slow"
-
-test-all: setup
 	$(PY) -m pytest -q
+
+# Without the slow tests (the CPU gate proof, torch.compile): for quick iterations.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
