@@ -268,3 +268,18 @@ def explain(checks: dict[str, bool], reasons: dict[str, str]) -> str:
 __all__ = ["Case", "CaseResult", "Criterion", "Gate", "GateContext", "GateResult", "closes_cleanly",
            "cites_a_result", "content_overlap", "explain", "interleave", "normalize", "rate", "result_strings",
            "subsample", "successful_results"]
+
+
+def run_agent_case(case, ctx, judge, *, max_steps: int, max_new_tokens: int):
+    """Run ``case``'s first user message through the real agent loop and ``judge`` the turn
+    (phases 5 and 6). The judge gets the rendered prompt and everything the agent added."""
+    from mypt_lightning.agent import AgentSession
+    from mypt_lightning.protocol import build_prompt
+
+    session = AgentSession(ctx.policy, ctx.workspace, case.system, max_steps=max_steps,
+                           max_new_tokens=max_new_tokens, tokenizer=ctx.tok)
+    msg = case.messages[0]
+    turn = session.ask(msg["content"], msg.get("context"))
+    prompt_len = len(build_prompt({"system": case.system, "messages": [msg]}, tokenizer=ctx.tok))
+    return judge(case, turn, ctx.render(session.tokens[:prompt_len]), ctx.render(session.tokens[prompt_len:]),
+                 ctx.tok)

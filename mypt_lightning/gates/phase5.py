@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 
 from mypt_lightning.gates.base import (
+    run_agent_case,
     Case,
     CaseResult,
     Criterion,
@@ -34,7 +35,6 @@ from mypt_lightning.gates.base import (
     interleave,
     rate,
 )
-from mypt_lightning.protocol import build_prompt
 from mypt_lightning.special_tokens import TOOLCALL_OPEN
 from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT
 
@@ -106,15 +106,7 @@ class Phase5Gate(Gate):
         return tool_cases(workspace)
 
     def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
-        from mypt_lightning.agent import AgentSession
-
-        session = AgentSession(ctx.policy, ctx.workspace, case.system, max_steps=MAX_STEPS,
-                               max_new_tokens=MAX_NEW_TOKENS, tokenizer=ctx.tok)
-        msg = case.messages[0]
-        turn = session.ask(msg["content"], msg.get("context"))
-        prompt_len = len(build_prompt({"system": case.system, "messages": [msg]}, tokenizer=ctx.tok))
-        return judge(case, turn, ctx.render(session.tokens[:prompt_len]), ctx.render(session.tokens[prompt_len:]),
-                     ctx.tok)
+        return run_agent_case(case, ctx, judge, max_steps=MAX_STEPS, max_new_tokens=MAX_NEW_TOKENS)
 
     def metrics(self, results: list[CaseResult]) -> dict[str, float]:
         out = super().metrics(results)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 
 from mypt_lightning.gates.base import (
+    run_agent_case,
     Case,
     CaseResult,
     Criterion,
@@ -35,7 +36,6 @@ from mypt_lightning.gates.base import (
     result_strings,
     successful_results,
 )
-from mypt_lightning.protocol import build_prompt
 from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT
 
 SEED = 6606
@@ -86,15 +86,7 @@ class Phase6Gate(Gate):
         return interleave(per_lang["en"], per_lang["de"])
 
     def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
-        from mypt_lightning.agent import AgentSession
-
-        session = AgentSession(ctx.policy, ctx.workspace, case.system, max_steps=MAX_STEPS,
-                               max_new_tokens=MAX_NEW_TOKENS, tokenizer=ctx.tok)
-        msg = case.messages[0]
-        turn = session.ask(msg["content"], msg.get("context"))
-        prompt_len = len(build_prompt({"system": case.system, "messages": [msg]}, tokenizer=ctx.tok))
-        return judge(case, turn, ctx.render(session.tokens[:prompt_len]), ctx.render(session.tokens[prompt_len:]),
-                     ctx.tok)
+        return run_agent_case(case, ctx, judge, max_steps=MAX_STEPS, max_new_tokens=MAX_NEW_TOKENS)
 
     def metrics(self, results: list[CaseResult]) -> dict[str, float]:
         out = super().metrics(results)
