@@ -6,6 +6,11 @@ Formats ``load_weights`` / ``load_model`` accept (detected from what is at the p
     prefixed ``model.``; optimizer, metric and other prefixes are ignored) and the model
     config dict under ``mypt_model_config``. Lightning checkpoints are pickles: load only
     files you trust.
+(a') Lightning *sharded* checkpoint folder (``trainer=fsdp``, ``state_dict_type=sharded``):
+    ``.metadata`` + ``__<rank>_0.distcp`` files (torch.distributed.checkpoint) holding the
+    ``model.``-prefixed weights under ``model``, and ``meta.pt`` with the rest (the model
+    config under ``mypt_model_config``). Read in one process, whatever the world size
+    that wrote it.
 (b) Our export folder (``save_exported``)::
 
         OUT/model.safetensors   our state-dict names; a tied lm_head.weight stored once (as embed.weight)
@@ -34,6 +39,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,8 +55,10 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 LEGACY_WEIGHTS_FILE = "model.pt"
 LIGHTNING_CONFIG_KEY = "mypt_model_config"
+SHARDED_METADATA_FILE = "meta.pt"  # Lightning's name for the non-tensor part of a sharded checkpoint
 EXPECTED_FORMATS = (
     "a Lightning checkpoint file (.ckpt with 'state_dict' and 'mypt_model_config'), "
+    "a Lightning sharded checkpoint folder (.metadata + *.distcp + meta.pt), "
     f"an exported folder ({WEIGHTS_FILE} + {CONFIG_FILE}) "
     f"or a legacy MyPT folder ({LEGACY_WEIGHTS_FILE} + {CONFIG_FILE})"
 )
@@ -107,6 +115,8 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], MyPT
     kind = detect_format(path)
     if kind == "lightning":
         sd, config = _read_lightning(path)
+    elif kind == "lightning-sharded":
+        sd, config = _read_lightning_sharded(path)
     elif kind == "exported":
         sd, config = _read_exported(path)
     else:
@@ -144,11 +154,14 @@ def load_model(
 
 
 def detect_format(path: Path) -> str:
-    """'lightning' | 'exported' | 'legacy', or CheckpointError saying what was expected."""
+    """'lightning' | 'lightning-sharded' | 'exported' | 'legacy', or CheckpointError saying
+    what was expected."""
     if not path.exists():
         raise CheckpointError(f"{path}: does not exist; expected {EXPECTED_FORMATS}")
     if path.is_file():
         return "lightning"
+    if (path / ".metadata").is_file() and (path / SHARDED_METADATA_FILE).is_file():
+        return "lightning-sharded"
     if (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
         return "exported"
     if (path / LEGACY_WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
@@ -184,7 +197,13 @@ def _torch_load(path: Path, weights_only: bool):
         raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(e).__name__}: {e}") from None
 
 
-def _strip_wrappers(name: str) -> str:
+def strip_wrapper_prefixes(name: str) -> str:
+    """A parameter name without the parts torch.compile, FSDP, activation checkpointing
+    and DDP add.
+
+    >>> strip_wrapper_prefixes("module.blocks.0._checkpoint_wrapped_module.attn.qkv.weight")
+    'blocks.0.attn.qkv.weight'
+    """
     for part in _WRAPPER_PARTS:
         name = name.replace(part, "")
     return re.sub(r"^(module\.)+", "", name)  # DDP
@@ -198,10 +217,40 @@ def _read_lightning(path: Path):
         raise CheckpointError(f"{path}: Lightning checkpoint has no '{LIGHTNING_CONFIG_KEY}' (model config); "
                               "was it written by mypt-lightning's LightningModule?")
     config = _config_from(ckpt[LIGHTNING_CONFIG_KEY], f"{path} ['{LIGHTNING_CONFIG_KEY}']")
-    sd = {_strip_wrappers(k[len("model."):]): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    sd = {strip_wrapper_prefixes(k[len("model."):]): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     if not sd:
         raise CheckpointError(f"{path}: 'state_dict' has no keys starting with 'model.'")
     return sd, config
+
+
+def _read_lightning_sharded(path: Path):
+    import torch.distributed.checkpoint as dcp
+
+    meta = _torch_load(path / SHARDED_METADATA_FILE, weights_only=False)
+    if not isinstance(meta, dict) or LIGHTNING_CONFIG_KEY not in meta:
+        raise CheckpointError(f"{path / SHARDED_METADATA_FILE}: no '{LIGHTNING_CONFIG_KEY}' (model config); "
+                              "was it written by mypt-lightning's LightningModule?")
+    config = _config_from(meta[LIGHTNING_CONFIG_KEY], f"{path / SHARDED_METADATA_FILE} ['{LIGHTNING_CONFIG_KEY}']")
+    try:
+        stored = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    except Exception as e:  # torch raises several types for a damaged .metadata
+        raise CheckpointError(f"{path / '.metadata'}: cannot read: {type(e).__name__}: {e}") from None
+    # Keys as Lightning stores them: "model." (its state-dict entry) + "model." (our attribute).
+    prefix = "model.model."
+    names = {strip_wrapper_prefixes(k[len(prefix):]): k for k in stored if k.startswith(prefix)}
+    if not names:
+        raise CheckpointError(f"{path}: sharded checkpoint has no '{prefix}*' weights")
+    targets = {key: torch.empty(tuple(stored[key].size), dtype=stored[key].properties.dtype)
+               for key in names.values()}
+    try:
+        # Without a process group, DCP reads in this process and reassembles every shard
+        # (and warns that it assumes so: that is the intent here).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process.*")
+            dcp.load({"model": {k[len("model."):]: v for k, v in targets.items()}}, checkpoint_id=str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read the sharded weights: {type(e).__name__}: {e}") from None
+    return {name: targets[key] for name, key in names.items()}, config
 
 
 def _read_exported(path: Path):
@@ -239,7 +288,7 @@ def _read_legacy(path: Path):
         raise CheckpointError(f"{path / LEGACY_WEIGHTS_FILE}: expected a state_dict of tensors")
     sd = {}
     for k, v in obj.items():
-        name = _strip_wrappers(k)
+        name = strip_wrapper_prefixes(k)
         for pattern, repl in _LEGACY_RENAMES:
             new, n = re.subn(pattern, repl, name)
             if n:

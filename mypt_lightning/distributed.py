@@ -1,28 +1,134 @@
-"""Strategy factories for the Hydra ``trainer`` group.
+"""Distributed training pieces: the FSDP strategy of ``trainer=fsdp`` and the final export.
 
-Config files cannot name Python classes as values, so the FSDP wrapping policy
-(one unit per :class:`~mypt_lightning.model.Block`) is built here.
+Lightning's own ``FSDPStrategy`` makes the *LightningModule* the root FSDP unit, so
+``training_step`` runs inside the root's forward. Our LightningModule uses manual
+optimization (the step-level weighted loss, DESIGN.md 7) and calls backward inside
+``training_step``, which FSDP forbids during its forward (Lightning issues #19626 and
+#19685: "Expects BACKWARD_PRE or BACKWARD_POST state but got HandleTrainingState.FORWARD").
+:class:`MyPTFSDPStrategy` therefore makes the transformer (``module.model``) the root
+unit instead; everything else (sharded checkpoints, optimizer state, activation
+checkpointing, launchers) is Lightning's.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 
-def fsdp_strategy(
+import torch
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import nn
+
+
+def fsdp_root(model: nn.Module | None):
+    """The FSDP instance wrapping the transformer (through torch.compile), or None."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    base = getattr(model, "_orig_mod", model)
+    return base if isinstance(base, FSDP) else None
+
+
+class MyPTFSDPStrategy(FSDPStrategy):
+    """Lightning's FSDPStrategy with the transformer, not the LightningModule, as root unit.
+
+    Differences from the parent, each for a reason:
+
+    * Root unit = ``lightning_module.model`` (see the module docstring); one nested unit
+      per :class:`~mypt_lightning.model.Block` from ``auto_wrap_policy``. The embedding and
+      the tied head live in the root unit, so they stay one tensor.
+    * ``*-mixed`` precision keeps the sharded parameters, buffers and gradient reduction
+      in float32 and lets the precision plugin's autocast run matmuls in bf16: the same
+      numerics as DDP ``bf16-mixed``, so RMSNorm and the RoPE tables (buffers) stay
+      float32. Lightning's default would cast parameters *and buffers* to bf16.
+    * Sharded checkpoints (a folder per checkpoint) are written to ``.<name>.tmp`` and
+      swapped into place when every rank has finished, so a process killed during a
+      save leaves the previous ``last.ckpt`` whole (Lightning writes into the final
+      folder directly).
+    * On CPU (gloo) FSDP is told its device is the CPU; Lightning refuses ``fsdp`` with
+      ``accelerator=cpu`` by type check, torch accepts it given ``device_id=cpu``. This is
+      how CI runs this strategy without a GPU; it is far too slow for real training.
+    """
+
+    @property
+    def mixed_precision_config(self):
+        if self.mixed_precision is None and "mixed" in str(getattr(self.precision_plugin, "precision", "")):
+            return None
+        return super().mixed_precision_config
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        module = self.lightning_module
+        if fsdp_root(module.model) is None:
+            compiled = hasattr(module.model, "_orig_mod")
+            transformer = getattr(module.model, "_orig_mod", module.model)
+            device = self.root_device if self.root_device.type != "cpu" else torch.device("cpu")
+            wrapped = FSDP(
+                transformer,
+                cpu_offload=self.cpu_offload,
+                mixed_precision=self.mixed_precision_config,
+                sharding_strategy=self.sharding_strategy,
+                device_id=device,
+                **self.kwargs,
+            )
+            module.model = torch.compile(wrapped) if compiled else wrapped
+        # The parent sees the wrapped transformer, skips its own root wrap and applies
+        # activation checkpointing per Block; the policy was used above.
+        self.kwargs.pop("auto_wrap_policy", None)
+        model = super()._setup_model(model)
+        self._report_wrapping(model)
+        return model
+
+    def _report_wrapping(self, model: nn.Module) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        units = len(FSDP.fsdp_modules(model))
+        checkpointed = sum(isinstance(m, CheckpointWrapper) for m in model.modules())
+        precision = self.mixed_precision_config
+        rank_zero_info(
+            f"[mypt] FSDP: {units} units (root + one per Block), {self.sharding_strategy.name}, "
+            f"activation checkpointing on {checkpointed} blocks, parameters in "
+            f"{precision.param_dtype if precision else torch.float32}"
+        )
+
+
+    def save_checkpoint(self, checkpoint: dict, filepath, storage_options=None) -> None:
+        if self._state_dict_type != "sharded":  # one file, written atomically by Lightning
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        from data_modules.atomic_dir import move_into_place
+
+        path = Path(self.broadcast(str(filepath)))
+        tmp = path.with_name(f".{path.name}.tmp")
+        if self.global_rank == 0 and tmp.exists():
+            shutil.rmtree(tmp)  # left behind by a save that was killed
+        self.barrier("mypt_ckpt_clean")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        self.barrier("mypt_ckpt_written")
+        if self.global_rank == 0:
+            if path.is_file():
+                path.unlink()
+            move_into_place(tmp, path)
+        self.barrier("mypt_ckpt_in_place")
+
+
+def fsdp_strategy_kwargs(
     sharding_strategy: str = "FULL_SHARD",
     activation_checkpointing: bool = True,
     state_dict_type: str = "sharded",
     limit_all_gathers: bool = True,
     cpu_offload: bool = False,
-):
-    """Lightning ``FSDPStrategy`` wrapping each transformer block.
+) -> dict:
+    """Keyword arguments of the FSDP strategy for our model: one FSDP unit (and one
+    activation-checkpointing unit) per :class:`~mypt_lightning.model.Block`.
 
-    >>> s = fsdp_strategy(activation_checkpointing=False)  # doctest: +SKIP
+    >>> sorted(fsdp_strategy_kwargs())[:2]
+    ['activation_checkpointing_policy', 'auto_wrap_policy']
     """
-    from lightning.pytorch.strategies import FSDPStrategy
-
     from mypt_lightning.model import Block
 
-    return FSDPStrategy(
+    return dict(
         auto_wrap_policy={Block},
         activation_checkpointing_policy={Block} if activation_checkpointing else None,
         sharding_strategy=sharding_strategy,
@@ -32,33 +138,40 @@ def fsdp_strategy(
     )
 
 
+def fsdp_strategy(**kwargs) -> MyPTFSDPStrategy:
+    """The strategy of ``trainer=fsdp``; takes the arguments of :func:`fsdp_strategy_kwargs`.
+
+    >>> type(fsdp_strategy(activation_checkpointing=False)).__name__
+    'MyPTFSDPStrategy'
+    """
+    return MyPTFSDPStrategy(**fsdp_strategy_kwargs(**kwargs))
+
+
 def export_final_model(trainer, module, export_dir, extra: dict | None = None) -> None:
     """Write ``export_dir`` from the trained module, on rank 0; call it on EVERY rank.
 
     Under FSDP the parameters are sharded, so the full state dict is gathered first (a
     collective: all ranks take part) and rank 0 rebuilds a plain CPU model to save.
     """
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    from mypt_lightning.checkpoint import save_exported
+    from mypt_lightning.checkpoint import save_exported, strip_wrapper_prefixes
     from mypt_lightning.model import MyPT
 
-    model = getattr(module.model, "_orig_mod", module.model)  # unwrap torch.compile
-    if isinstance(trainer.strategy, FSDPStrategy):
+    root = fsdp_root(module.model)
+    if root is not None:
         from torch.distributed.fsdp import FullStateDictConfig, StateDictType
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-        policy = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-        with FSDP.state_dict_type(trainer.strategy.model, StateDictType.FULL_STATE_DICT, policy):
-            full = trainer.strategy.model.state_dict()
+        on_gpu = trainer.strategy.root_device.type != "cpu"
+        policy = FullStateDictConfig(offload_to_cpu=on_gpu, rank0_only=True)
+        with FSDP.state_dict_type(root, StateDictType.FULL_STATE_DICT, policy):
+            full = root.state_dict()
         if trainer.is_global_zero:
-            prefix = "model."
-            state = {k[len(prefix):].replace("_orig_mod.", ""): v for k, v in full.items() if k.startswith(prefix)}
-            plain = MyPT(model.config)
-            plain.load_state_dict(state, strict=False)
+            plain = MyPT(root.module.config)
+            plain.load_state_dict({strip_wrapper_prefixes(k): v for k, v in full.items()}, strict=True)
             save_exported(plain, export_dir, extra=extra)
         trainer.strategy.barrier("mypt_export")
         return
     if trainer.is_global_zero:
-        save_exported(model, export_dir, extra=extra)
+        save_exported(getattr(module.model, "_orig_mod", module.model), export_dir, extra=extra)
     trainer.strategy.barrier("mypt_export")
+

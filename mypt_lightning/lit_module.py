@@ -162,8 +162,11 @@ class MyPTLitModule(L.LightningModule):
         last_micro = self._micro_step == self.accumulate - 1
         scale = self._loss_scale(batch)
 
-        # Skip the DDP all-reduce on all but the last micro-batch of the step.
-        block_sync = getattr(self.trainer.strategy, "block_backward_sync", None)
+        # Skip the DDP all-reduce on all but the last micro-batch of the step. Not under
+        # FSDP: its no_sync() must be entered outside the root forward (Lightning runs
+        # training_step inside it), and it would keep unsharded gradients anyway, which
+        # defeats the memory saving; FSDP reduce-scatters every micro-batch instead.
+        block_sync = None if self._is_fsdp() else getattr(self.trainer.strategy, "block_backward_sync", None)
         sync_ctx = block_sync() if (block_sync is not None and not last_micro) else nullcontext()
         with sync_ctx:
             stats = self._batch_stats(batch)
@@ -221,12 +224,19 @@ class MyPTLitModule(L.LightningModule):
         self._step_sums = {}
         self._step_tokens = 0
 
+    def _is_fsdp(self) -> bool:
+        from mypt_lightning.distributed import fsdp_root
+
+        return fsdp_root(self.model) is not None
+
     def _clip_gradients(self, optimizer) -> float:
         """Clip to ``grad_clip`` (0 disables clipping) and return the pre-clip total norm."""
+        from mypt_lightning.distributed import fsdp_root
+
         max_norm = self.optim_config.grad_clip or float("inf")
-        model = self.trainer.strategy.model if self.trainer is not None else self.model
-        if hasattr(model, "clip_grad_norm_"):  # FSDP shards gradients: it knows the global norm
-            norm = model.clip_grad_norm_(max_norm)
+        root = fsdp_root(self.model)
+        if root is not None:  # FSDP shards gradients: only the root knows the global norm
+            norm = root.clip_grad_norm_(max_norm)
         else:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         return float(norm)

@@ -35,24 +35,31 @@ class OptimConfig:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split parameters into a decayed group (2-D weights of linear layers) and the rest.
+    """Split parameters into a decayed group (weights of linear layers) and the rest.
 
-    The embedding is a matrix but is excluded (DESIGN.md 7): with tied weights the
-    output head shares it, and decaying it pulls rare-token rows towards zero.
+    Chosen by module type, not by ``param.dim()``: under FSDP (``use_orig_params``)
+    every parameter is a flat 1-D view of its shard, so a shape rule would silently
+    turn weight decay off. The embedding is excluded (DESIGN.md 7): with tied weights
+    the output head shares it, and decaying it pulls rare-token rows towards zero.
+
+    >>> from torch import nn
+    >>> groups = parameter_groups(nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)), 0.1)
+    >>> [len(g["params"]) for g in groups]  # linear weight | linear bias, norm weight and bias
+    [1, 3]
     """
     embedding_params = {
         id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
     }
+    linear_weights = {
+        id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)
+    } - embedding_params
     decay, no_decay = [], []
     seen: set[int] = set()
     for param in model.parameters():
         if not param.requires_grad or id(param) in seen:
             continue
         seen.add(id(param))
-        if param.dim() >= 2 and id(param) not in embedding_params:
-            decay.append(param)
-        else:
-            no_decay.append(param)
+        (decay if id(param) in linear_weights else no_decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

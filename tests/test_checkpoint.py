@@ -285,3 +285,31 @@ def test_errors_are_user_errors():
 
     assert issubclass(CheckpointError, UserError) and issubclass(ArchitectureMismatchError, CheckpointError)
     assert ckpt_mod.EXPORT_FORMAT == "mypt-lightning"
+
+
+def write_sharded(path: Path, model: MyPT) -> Path:
+    """A checkpoint folder in the layout Lightning's FSDPStrategy writes with
+    state_dict_type=sharded (tests/test_distributed.py makes real ones from 2 ranks)."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save({"model": {f"model.{k}": v for k, v in model.state_dict().items()}}, checkpoint_id=str(path))
+    torch.save({"global_step": 3, "mypt_model_config": model.config.to_dict()}, path / "meta.pt")
+    return path
+
+
+def test_lightning_sharded_folder_round_trip(tmp_path):
+    model = tiny_model()
+    path = write_sharded(tmp_path / "last.ckpt", model)
+    assert ckpt_mod.detect_format(path) == "lightning-sharded"
+    loaded = load_model(path)
+    assert loaded.lm_head.weight is loaded.embed.weight
+    torch.testing.assert_close(logits(loaded), logits(model), rtol=0, atol=0)
+
+
+def test_error_lightning_sharded_folder(tmp_path):
+    path = write_sharded(tmp_path / "a.ckpt", tiny_model())
+    torch.save({"global_step": 3}, path / "meta.pt")
+    _err(path, r"meta.pt: no 'mypt_model_config'")
+    path = write_sharded(tmp_path / "b.ckpt", tiny_model())
+    (path / ".metadata").write_bytes(b"garbage")
+    _err(path, r"b.ckpt/.metadata: cannot read")

@@ -1,4 +1,5 @@
-"""Data parallel training on 2 CPU processes (gloo) through Lightning's own DDP strategy."""
+"""Data parallel training on 2 CPU processes (gloo): Lightning's DDP strategy, and our
+FSDP strategy (mypt_lightning.distributed.MyPTFSDPStrategy, which runs on CPU with gloo)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_train_e2e import ROOT, tiny_overrides, write_packed_dataset
 
@@ -31,6 +33,23 @@ def run_training(dataset: Path, out: Path, **extra) -> subprocess.CompletedProce
     return result
 
 
+def assert_same_weights(a, b, **tolerance):
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(pa, pb, msg=name, **tolerance)
+
+
+def assert_same_as_single_process(single_run: Path, parallel_run: Path) -> None:
+    """Same per-step losses, and rank 0 exported the weights the single process learned."""
+    from mypt_lightning import load_model
+
+    single, parallel = read_losses(single_run), read_losses(parallel_run)
+    assert sorted(single) == sorted(parallel) == [1, 2, 3, 4]
+    for step in single:
+        assert parallel[step] == pytest.approx(single[step], rel=1e-5), step
+    assert_same_weights(load_model(single_run / "export"), load_model(parallel_run / "export"),
+                        rtol=1e-4, atol=1e-5)
+
+
 def test_ddp_two_processes_match_one_process_with_doubled_batch(tmp_path):
     dataset = write_packed_dataset(tmp_path / "data", {"train": 32, "val": 4}, seed=5)
     run_training(dataset, tmp_path / "single", **{"data.batch_size": 2})
@@ -38,13 +57,62 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(tmp_path):
         "data.batch_size": 1, "trainer.devices": 2, "trainer.strategy": "ddp",
     })
     assert "distributed_backend=gloo" in ddp.stdout + ddp.stderr
-    single, double = read_losses(tmp_path / "single"), read_losses(tmp_path / "ddp")
-    assert sorted(single) == sorted(double) == [1, 2, 3, 4]
-    for step in single:
-        assert double[step] == pytest.approx(single[step], rel=1e-5), step
-    # rank 0 exported the trained weights, identical to what the single process learned
+    assert_same_as_single_process(tmp_path / "single", tmp_path / "ddp")
+
+
+FSDP_ON_CPU = {"trainer": "fsdp", "trainer.accelerator": "cpu", "trainer.devices": 2,
+               "trainer.precision": "32-true", "data.batch_size": 1}
+
+
+
+
+def test_fsdp_two_processes_match_one_process_and_sharded_checkpoints_resume(tmp_path):
     from mypt_lightning import load_model
-    import torch
-    a, b = load_model(tmp_path / "single" / "export"), load_model(tmp_path / "ddp" / "export")
-    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)
+    from mypt_lightning.checkpoint import detect_format
+
+    dataset = write_packed_dataset(tmp_path / "data", {"train": 32, "val": 4}, seed=5)
+    # A large weight decay: if FSDP's flat 1-D parameter views lost their decay, the
+    # weights would drift apart by more than the tolerance below within 4 steps.
+    common = {"optim.weight_decay": 0.5, "train.checkpoint_every_steps": 2}
+    run_training(dataset, tmp_path / "single", **{"data.batch_size": 2, **common})
+    fsdp = run_training(dataset, tmp_path / "fsdp", **{**FSDP_ON_CPU, **common})
+    assert "distributed_backend=gloo" in fsdp.stdout + fsdp.stderr
+    assert ("FSDP: 3 units (root + one per Block), FULL_SHARD, activation checkpointing on 2 blocks, "
+            "parameters in torch.float32") in fsdp.stdout + fsdp.stderr
+    # rank 0 gathered the full weights for the export
+    assert_same_as_single_process(tmp_path / "single", tmp_path / "fsdp")
+    sharded = read_losses(tmp_path / "fsdp")
+    # checkpoints are sharded folders, swapped into place whole (no temp folder left)
+    checkpoints = tmp_path / "fsdp" / "checkpoints"
+    assert detect_format(checkpoints / "last.ckpt") == "lightning-sharded"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step000002.ckpt", "step000004.ckpt"]
+    # load_model reads a sharded folder in one process: the last one is the exported model
+    model = load_model(checkpoints / "last.ckpt")
+    assert model.lm_head.weight is model.embed.weight  # the tie survives sharding
+    assert_same_weights(model, load_model(tmp_path / "fsdp" / "export"), rtol=0, atol=0)
+
+    # resuming from the sharded step-2 checkpoint replays steps 3 and 4 exactly
+    run_training(dataset, tmp_path / "resumed", **{**FSDP_ON_CPU, **common,
+                                                   "ckpt_path": str(checkpoints / "step000002.ckpt")})
+    resumed = read_losses(tmp_path / "resumed")
+    assert sorted(resumed) == [3, 4]
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(sharded[step], rel=1e-6), step
+    assert_same_weights(load_model(tmp_path / "resumed" / "export"), load_model(tmp_path / "fsdp" / "export"),
+                        rtol=1e-6, atol=1e-7)
+
+
+def test_fsdp_mixed_precision_keeps_float32_parameters_and_buffers():
+    """bf16-mixed under FSDP: sharded parameters, buffers (the RoPE tables) and gradient
+    reduction stay float32 and autocast runs the matmuls in bf16, as under DDP; Lightning's
+    own config would cast them all to bf16. The true-precision modes keep Lightning's."""
+    from lightning.pytorch.plugins.precision import FSDPPrecision
+
+    from mypt_lightning.distributed import fsdp_strategy
+
+    mixed = fsdp_strategy()
+    mixed.precision_plugin = FSDPPrecision("bf16-mixed")
+    assert mixed.mixed_precision_config is None
+    true_bf16 = fsdp_strategy()
+    true_bf16.precision_plugin = FSDPPrecision("bf16-true")
+    assert true_bf16.mixed_precision_config.param_dtype == torch.bfloat16
