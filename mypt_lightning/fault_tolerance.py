@@ -1,12 +1,22 @@
 """Surviving preemption and bad disks.
 
-* SIGTERM (SLURM preemption, ``kill``): Lightning notices it and stops after the current
-  batch. Stopping in the middle of a gradient-accumulation window would throw away the
-  partial gradients, and a checkpoint taken there could not be resumed exactly. So
-  :func:`defer_sigterm_to_step_end` defers the stop to the end of the optimizer step, writes
-  ``last.ckpt`` there, and then lets Lightning stop. ``ckpt_path=last`` resumes exactly.
-* Checkpoint files are written atomically by Lightning (a temp file moved into place), so
-  a process killed mid-save leaves the previous ``last.ckpt`` intact; tests kill a real
+* SIGTERM (SLURM preemption, ``kill``): the run finishes the optimizer step it is in,
+  writes ``last.ckpt`` and exits with 143; ``ckpt_path=last`` resumes exactly. Stopping in
+  the middle of a gradient-accumulation window would throw away the partial gradients,
+  and a checkpoint taken there could not be resumed exactly.
+
+  With several processes the signal reaches the ranks at different moments, or only one
+  of them (``kill`` of one PID). Saving is a collective (a barrier under DDP; every rank
+  writes its shard under FSDP), so the ranks must agree on the step at which they stop.
+  Lightning's own SIGTERM handler broadcasts from inside the signal handler, which pairs
+  with whatever collective the other ranks happen to run next and deadlocks (seen here:
+  2 DDP ranks, SIGTERM to rank 1, the job hung). :func:`install_sigterm_handler` replaces
+  it with one that only sets a flag, and :func:`stop_at_step_end_on_sigterm` sums the flag
+  over the ranks at every optimizer-step boundary: if any rank was signalled, all of them
+  save the same step and stop.
+* Checkpoint files are written atomically by Lightning (a temp file moved into place), and
+  FSDP's sharded checkpoint folders by :class:`~mypt_lightning.distributed.MyPTFSDPStrategy`,
+  so a process killed mid-save leaves the previous ``last.ckpt`` intact; tests kill a real
   training process during a save to prove it.
 * :func:`check_output_dir` fails before training when the run directory is not writable
   or the disk cannot hold a checkpoint.
@@ -16,9 +26,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -27,25 +39,45 @@ from mypt_lightning.errors import UserError
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what schedulers expect of a terminated job
 
 
-def defer_sigterm_to_step_end(trainer, module) -> str | None:
-    """Called at the end of every training batch (the LightningModule's ``on_train_batch_end``,
-    which Lightning runs after all callbacks, right before it checks for SIGTERM).
+def install_sigterm_handler(trainer, module) -> None:
+    """Replace Lightning's SIGTERM handler (registered when ``fit`` starts) by one that only
+    records the signal in ``module.sigterm_received``; call it from ``on_train_start``.
 
-    Mid accumulation window: hide the signal from Lightning until the optimizer step ends.
-    At a step boundary: save ``last.ckpt`` and let Lightning stop. Returns the saved path.
+    Like Lightning's, it forwards the signal to the rank processes this one launched, so a
+    ``kill`` of the launching process stops all of them. Lightning restores the original
+    handler when ``fit`` ends.
     """
-    connector = trainer._signal_connector
-    if not (connector.received_sigterm or getattr(module, "_sigterm_pending", False)):
-        return None
+
+    def on_sigterm(signum, frame) -> None:
+        if not module.sigterm_received:
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)
+        module.sigterm_received = True
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def stop_at_step_end_on_sigterm(trainer, module) -> str | None:
+    """Called at the end of every training batch on every rank (the LightningModule's
+    ``on_train_batch_end``, which Lightning runs right before it checks for SIGTERM).
+
+    Mid accumulation window: nothing (the flag waits for the step's end). At a step
+    boundary: if any rank received SIGTERM, every rank saves ``last.ckpt`` and tells
+    Lightning to stop after this batch. Returns the saved path, or None.
+    """
     if module._micro_step != 0:
-        module._sigterm_pending = True
-        connector.received_sigterm = False
         return None
-    module._sigterm_pending = False
+    received = module.sigterm_received
+    if trainer.world_size > 1:  # one scalar all-reduce per optimizer step
+        flag = torch.tensor(float(received), device=module.device)
+        received = float(trainer.strategy.reduce(flag, reduce_op="sum")) > 0
+    if not received:
+        return None
     path = last_checkpoint_path(trainer)
     trainer.save_checkpoint(path)
     rank_zero_info(f"[mypt] SIGTERM: saved {path} at step {trainer.global_step}; stopping")
-    connector.received_sigterm = True  # Lightning raises SIGTERMException after this batch
+    trainer._signal_connector.received_sigterm = True  # Lightning raises SIGTERMException after this batch
     return path
 
 

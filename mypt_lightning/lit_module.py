@@ -111,7 +111,7 @@ class MyPTLitModule(L.LightningModule):
         self.skipped_steps = 0
         self._val_sums: dict[int, dict[str, torch.Tensor]] = {}
         self.last_step_metrics: dict[str, float] = {}  # the latest optimizer step's train/* metrics
-        self._sigterm_pending = False
+        self.sigterm_received = False  # set by fault_tolerance.install_sigterm_handler
         self.preemption_checkpoint: str | None = None  # last.ckpt written on SIGTERM
 
     # ------------------------------------------------------------------ model
@@ -262,9 +262,9 @@ class MyPTLitModule(L.LightningModule):
         self.print(f"[mypt] skipped step: {message}")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        from mypt_lightning.fault_tolerance import defer_sigterm_to_step_end
+        from mypt_lightning.fault_tolerance import stop_at_step_end_on_sigterm
 
-        saved = defer_sigterm_to_step_end(self.trainer, self)
+        saved = stop_at_step_end_on_sigterm(self.trainer, self)
         if saved:
             self.preemption_checkpoint = saved
 
@@ -325,6 +325,9 @@ class MyPTLitModule(L.LightningModule):
         self._pending_rng = state.get("rng")
 
     def on_train_start(self) -> None:
+        from mypt_lightning.fault_tolerance import install_sigterm_handler
+
+        install_sigterm_handler(self.trainer, self)
         # Restore RNG after Lightning has set up everything that might draw random numbers,
         # so dropout and NEFTune noise continue exactly where the interrupted run stopped.
         pending = getattr(self, "_pending_rng", None)

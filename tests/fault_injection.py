@@ -13,15 +13,17 @@ import lightning as L
 
 
 class SignalAtBatch(L.Callback):
-    """Send ``signum`` to this process at the end of training batch number ``batch`` (0-based)."""
+    """Send ``signum`` to this process at the end of training batch number ``batch`` (0-based);
+    with ``rank`` set, only in the process of that global rank."""
 
-    def __init__(self, batch: int, signum: str = "SIGTERM"):
+    def __init__(self, batch: int, signum: str = "SIGTERM", rank: int | None = None):
         self.batch = batch
         self.signum = getattr(signal, signum)
+        self.rank = rank
         self.seen = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.seen == self.batch:
+        if self.seen == self.batch and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), self.signum)
         self.seen += 1
 

@@ -85,10 +85,10 @@ def test_full_disk_fails_before_training(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------- real processes
 
-def run_py(overrides: list[str], check=True) -> subprocess.CompletedProcess:
+def run_py(overrides: list[str], check=True, timeout=600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONUNBUFFERED": "1"}
     result = subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=timeout)
     if check:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
@@ -132,6 +132,35 @@ def test_sigterm_mid_accumulation_saves_at_step_end_and_resumes_exactly(dataset,
     assert ckpt["global_step"] == 4 and ckpt["mypt_train_state"]["micro_step"] == 0
 
     run_py(process_overrides(dataset, run_dir, ckpt_path="last"))
+    resumed = losses_from_csv(run_dir)
+    assert sorted(resumed) == list(range(1, 9))
+    for step, loss in uninterrupted.items():
+        assert resumed[step] == pytest.approx(loss, rel=1e-6), step
+
+
+TWO_RANKS = {
+    "ddp": {"trainer.strategy": "ddp", "trainer.devices": 2, "data.batch_size": 1},
+    "fsdp": {"trainer": "fsdp", "trainer.accelerator": "cpu", "trainer.devices": 2,
+             "trainer.precision": "32-true", "data.batch_size": 1},
+}
+
+
+@pytest.mark.parametrize("strategy,signalled_rank", [("ddp", 1), ("fsdp", 0)])
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(dataset, tmp_path, strategy, signalled_rank):
+    """Only one rank gets the signal (mid accumulation window); all ranks save step 4 together
+    and exit 143 (with Lightning's own handler, the job deadlocked). The resumed run then
+    matches an uninterrupted one step by step (dropout and NEFTune noise included)."""
+    run_py(process_overrides(dataset, tmp_path / "straight", **TWO_RANKS[strategy]), timeout=300)
+    uninterrupted = losses_from_csv(tmp_path / "straight")
+    run_dir = tmp_path / "run"
+    stopped = run_py(process_overrides(dataset, run_dir, **TWO_RANKS[strategy], **{
+        "+callbacks.sigterm._target_": "fault_injection.SignalAtBatch", "+callbacks.sigterm.batch": 6,
+        "+callbacks.sigterm.rank": signalled_rank}), check=False, timeout=300)
+    assert stopped.returncode == PREEMPTED_EXIT_CODE, stopped.stderr[-3000:]
+    assert stopped.stderr.count("SIGTERM: stopped at step 4 ") == 2, stopped.stderr[-1500:]  # both ranks
+    assert "Traceback" not in stopped.stderr
+
+    run_py(process_overrides(dataset, run_dir, ckpt_path="last", **TWO_RANKS[strategy]), timeout=300)
     resumed = losses_from_csv(run_dir)
     assert sorted(resumed) == list(range(1, 9))
     for step, loss in uninterrupted.items():
