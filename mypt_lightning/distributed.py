@@ -62,6 +62,10 @@ class MyPTFSDPStrategy(FSDPStrategy):
         if fsdp_root(module.model) is None:
             compiled = hasattr(module.model, "_orig_mod")
             transformer = getattr(module.model, "_orig_mod", module.model)
+            if self._activation_checkpointing_kwargs and transformer.config.activation_checkpointing:
+                # The strategy checkpoints every Block already; the model's own switch
+                # would recompute each block a second time in backward.
+                transformer.config.activation_checkpointing = False
             device = self.root_device if self.root_device.type != "cpu" else torch.device("cpu")
             wrapped = FSDP(
                 transformer,
