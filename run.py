@@ -28,6 +28,8 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     except Preempted as stop:
         print(f"[mypt] {stop}", file=sys.stderr)
+        if stop.handoff is not None:
+            stop.handoff.hand_over()  # under submitit: requeue the job (and exit there)
         sys.exit(PREEMPTED_EXIT_CODE)
     return metrics.get("val_loss")
 

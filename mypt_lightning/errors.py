@@ -10,4 +10,13 @@ class UserError(Exception):
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM after saving ``last.ckpt``; resume with ``ckpt_path=last``."""
+    """Training stopped on SIGTERM after saving ``last.ckpt``; resume with ``ckpt_path=last``.
+
+    ``handoff``: the run's :class:`~mypt_lightning.fault_tolerance.Preemption`; the entry
+    point calls its ``hand_over()`` last, so a job scheduler's own handler (submitit's
+    requeue) runs after the checkpoint is safe.
+    """
+
+    def __init__(self, message: str, handoff=None):
+        super().__init__(message)
+        self.handoff = handoff

@@ -39,23 +39,71 @@ from mypt_lightning.errors import UserError
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what schedulers expect of a terminated job
 
 
-def install_sigterm_handler(trainer, module) -> None:
-    """Replace Lightning's SIGTERM handler (registered when ``fit`` starts) by one that only
-    records the signal in ``module.sigterm_received``; call it from ``on_train_start``.
+def scheduler_preempt_signal() -> signal.Signals:
+    """The signal submitit (Hydra's submitit launcher) sends before a time limit or a
+    preemption: SIGUSR2 unless its SUBMITIT_PREEMPT_SIGNAL variable names another."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper()
+    return getattr(signal, name if name.startswith("SIG") else f"SIG{name}", signal.SIGUSR2)
 
-    Like Lightning's, it forwards the signal to the rank processes this one launched, so a
-    ``kill`` of the launching process stops all of them. Lightning restores the original
-    handler when ``fit`` ends.
+
+class Preemption:
+    """What a run knows about a stop request; lives on the LightningModule as ``preemption``.
+
+    ``received``: this process got SIGTERM (or the scheduler's signal).
+    ``handoff``: the scheduler's own handler and signal, to call once ``last.ckpt`` is
+    saved: submitit's requeues the job, which then resumes with ``ckpt_path=auto``.
     """
 
-    def on_sigterm(signum, frame) -> None:
-        if not module.sigterm_received:
-            launcher = trainer.strategy.launcher
-            if launcher is not None:
-                launcher.kill(signum)
-        module.sigterm_received = True
+    def __init__(self) -> None:
+        self.received = False
+        self.handoff: tuple | None = None
+        self._replaced: list[tuple] = []
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    def install(self, trainer) -> None:
+        """Call from ``on_train_start``, after Lightning registered its handlers.
+
+        SIGTERM: replaces Lightning's handler (which broadcasts from inside the handler; see
+        the module docstring). Like Lightning's, the new one forwards the signal to the rank
+        processes this one launched, so a ``kill`` of the launching process stops all of them.
+        The scheduler's signal: handled the same way only where a handler for it is already
+        installed (submitit's); that handler runs later, through :meth:`hand_over`.
+        """
+
+        def on_signal(signum, frame) -> None:
+            if not self.received:
+                launcher = trainer.strategy.launcher
+                if launcher is not None:
+                    launcher.kill(signum)
+            self.received = True
+
+        self._replace(signal.SIGTERM, on_signal)
+        scheduler_signal = scheduler_preempt_signal()
+        scheduler_handler = signal.getsignal(scheduler_signal)
+        if callable(scheduler_handler):
+
+            def on_scheduler_signal(signum, frame) -> None:
+                self.handoff = (scheduler_handler, signum)
+                on_signal(signum, frame)
+
+            self._replace(scheduler_signal, on_scheduler_signal)
+
+    def _replace(self, signum, handler) -> None:
+        self._replaced.append((signum, signal.getsignal(signum)))
+        signal.signal(signum, handler)
+
+    def uninstall(self) -> None:
+        """Put back the handlers :meth:`install` replaced (training is over)."""
+        for signum, previous in reversed(self._replaced):
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._replaced = []
+
+    def hand_over(self) -> None:
+        """After the checkpoint is saved and the run wound down: let the scheduler's handler
+        do its part (submitit checkpoints its job description, requeues the job and exits)."""
+        if self.handoff is not None:
+            handler, signum = self.handoff
+            self.handoff = None
+            handler(signum, None)
 
 
 def stop_at_step_end_on_sigterm(trainer, module) -> str | None:
@@ -68,7 +116,7 @@ def stop_at_step_end_on_sigterm(trainer, module) -> str | None:
     """
     if module._micro_step != 0:
         return None
-    received = module.sigterm_received
+    received = module.preemption.received
     if trainer.world_size > 1:  # one scalar all-reduce per optimizer step
         flag = torch.tensor(float(received), device=module.device)
         received = float(trainer.strategy.reduce(flag, reduce_op="sum")) > 0

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mypt_lightning.fault_tolerance import Preemption
 from mypt_lightning.model import MyPT, MyPTConfig
 from mypt_lightning.optim import OptimConfig, build_optimizer
 
@@ -111,7 +112,7 @@ class MyPTLitModule(L.LightningModule):
         self.skipped_steps = 0
         self._val_sums: dict[int, dict[str, torch.Tensor]] = {}
         self.last_step_metrics: dict[str, float] = {}  # the latest optimizer step's train/* metrics
-        self.sigterm_received = False  # set by fault_tolerance.install_sigterm_handler
+        self.preemption = Preemption()  # SIGTERM / scheduler signal state (fault_tolerance)
         self.preemption_checkpoint: str | None = None  # last.ckpt written on SIGTERM
 
     # ------------------------------------------------------------------ model
@@ -325,9 +326,7 @@ class MyPTLitModule(L.LightningModule):
         self._pending_rng = state.get("rng")
 
     def on_train_start(self) -> None:
-        from mypt_lightning.fault_tolerance import install_sigterm_handler
-
-        install_sigterm_handler(self.trainer, self)
+        self.preemption.install(self.trainer)
         # Restore RNG after Lightning has set up everything that might draw random numbers,
         # so dropout and NEFTune noise continue exactly where the interrupted run stopped.
         pending = getattr(self, "_pending_rng", None)

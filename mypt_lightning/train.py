@@ -156,8 +156,11 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
         saved = module.preemption_checkpoint
         where = f"after saving {saved}" if saved else "without a new checkpoint (SIGTERM outside training steps)"
         raise Preempted(
-            f"SIGTERM: stopped at step {trainer.global_step} {where}; resume with ckpt_path=last"
+            f"SIGTERM: stopped at step {trainer.global_step} {where}; resume with ckpt_path=last",
+            handoff=module.preemption,
         ) from None
+    finally:
+        module.preemption.uninstall()
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     export_dir = output_dir / "export"

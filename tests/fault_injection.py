@@ -48,3 +48,27 @@ class KillDuringSave(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
         LocalFileOpener.write = write_half_then_die
+
+
+class FakeSchedulerHandler(L.Callback):
+    """Plays submitit: installs a SIGUSR2 handler before training starts. When called it
+    records the step of the ``last.ckpt`` on disk at that moment into ``marker`` and
+    exits with code 3 (submitit would requeue the job, then ``sys.exit(-1)``)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def setup(self, trainer, pl_module, stage):
+        import signal
+        import sys
+
+        import torch
+
+        def requeue(signum, frame):
+            last = os.path.join(trainer.default_root_dir, "checkpoints", "last.ckpt")
+            step = torch.load(last, weights_only=True)["global_step"] if os.path.exists(last) else None
+            with open(self.marker, "w") as f:
+                f.write(f"signal {signum} last.ckpt step {step}\n")
+            sys.exit(3)
+
+        signal.signal(signal.SIGUSR2, requeue)

@@ -138,6 +138,27 @@ def test_sigterm_mid_accumulation_saves_at_step_end_and_resumes_exactly(dataset,
         assert resumed[step] == pytest.approx(loss, rel=1e-6), step
 
 
+def test_scheduler_signal_saves_first_then_hands_over_to_the_scheduler(dataset, tmp_path, uninterrupted):
+    """Under submitit, SIGUSR2 announces the time limit and submitit's handler requeues the
+    job and exits on the spot. The run must save last.ckpt at the step end first and only
+    then call that handler; the requeued job resumes with ckpt_path=auto."""
+    run_dir, marker = tmp_path / "run", tmp_path / "requeued"
+    stopped = run_py(process_overrides(dataset, run_dir, **{
+        "+callbacks.scheduler._target_": "fault_injection.FakeSchedulerHandler",
+        "+callbacks.scheduler.marker": str(marker),
+        "+callbacks.usr2._target_": "fault_injection.SignalAtBatch", "+callbacks.usr2.batch": 6,
+        "+callbacks.usr2.signum": "SIGUSR2"}), check=False)
+    assert stopped.returncode == 3, stopped.stderr[-3000:]  # the scheduler's handler ended it
+    assert "stopped at step 4 " in stopped.stderr
+    assert marker.read_text() == f"signal {int(signal.SIGUSR2)} last.ckpt step 4\n"
+
+    run_py(process_overrides(dataset, run_dir, ckpt_path="auto"))
+    resumed = losses_from_csv(run_dir)
+    assert sorted(resumed) == list(range(1, 9))
+    for step, loss in uninterrupted.items():
+        assert resumed[step] == pytest.approx(loss, rel=1e-6), step
+
+
 TWO_RANKS = {
     "ddp": {"trainer.strategy": "ddp", "trainer.devices": 2, "data.batch_size": 1},
     "fsdp": {"trainer": "fsdp", "trainer.accelerator": "cpu", "trainer.devices": 2,
