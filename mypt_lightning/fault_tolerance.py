@@ -10,10 +10,14 @@
   writes its shard under FSDP), so the ranks must agree on the step at which they stop.
   Lightning's own SIGTERM handler broadcasts from inside the signal handler, which pairs
   with whatever collective the other ranks happen to run next and deadlocks (seen here:
-  2 DDP ranks, SIGTERM to rank 1, the job hung). :func:`install_sigterm_handler` replaces
+  2 DDP ranks, SIGTERM to rank 1, the job hung). :meth:`Preemption.install` replaces
   it with one that only sets a flag, and :func:`stop_at_step_end_on_sigterm` sums the flag
   over the ranks at every optimizer-step boundary: if any rank was signalled, all of them
   save the same step and stop.
+* Requeue signals: SLURM's time-limit warning as Lightning's auto-requeue expects it
+  (``sbatch --signal=USR1@120``) and submitit's SIGUSR2 are taken over the same way; once
+  ``last.ckpt`` is saved the job is requeued (``scontrol requeue``, or submitit's own
+  handler) and the requeued job resumes with ``ckpt_path=auto``.
 * Checkpoint files are written atomically by Lightning (a temp file moved into place), and
   FSDP's sharded checkpoint folders by :class:`~mypt_lightning.distributed.MyPTFSDPStrategy`,
   so a process killed mid-save leaves the previous ``last.ckpt`` intact; tests kill a real
@@ -27,10 +31,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -50,8 +57,9 @@ class Preemption:
     """What a run knows about a stop request; lives on the LightningModule as ``preemption``.
 
     ``received``: this process got SIGTERM (or the scheduler's signal).
-    ``handoff``: the scheduler's own handler and signal, to call once ``last.ckpt`` is
-    saved: submitit's requeues the job, which then resumes with ``ckpt_path=auto``.
+    ``handoff``: what to call, with the signal, once ``last.ckpt`` is saved: submitit's
+    handler, or :func:`requeue_slurm_job` for Lightning's SLURM requeue signal (SIGUSR1).
+    Either requeues the job, which then resumes with ``ckpt_path=auto``.
     """
 
     def __init__(self) -> None:
@@ -77,6 +85,16 @@ class Preemption:
             self.received = True
 
         self._replace(signal.SIGTERM, on_signal)
+        environment = trainer._accelerator_connector.cluster_environment
+        if isinstance(environment, SLURMEnvironment) and environment.auto_requeue and environment.requeue_signal:
+            # Lightning's SLURM auto-requeue saves a checkpoint on the spot (mid-step) and
+            # requeues; we save at the step end and requeue after (sbatch --signal=USR1@120).
+
+            def on_requeue_signal(signum, frame) -> None:
+                self.handoff = (requeue_slurm_job, signum)
+                on_signal(signum, frame)
+
+            self._replace(environment.requeue_signal, on_requeue_signal)
         scheduler_signal = scheduler_preempt_signal()
         scheduler_handler = signal.getsignal(scheduler_signal)
         if callable(scheduler_handler):
@@ -104,6 +122,21 @@ class Preemption:
             handler, signum = self.handoff
             self.handoff = None
             handler(signum, None)
+
+
+def requeue_slurm_job(signum=None, frame=None) -> None:
+    """``scontrol requeue`` this SLURM job, from the task of rank 0 only (as Lightning does)."""
+    if os.environ.get("SLURM_PROCID", "0") != "0":
+        return
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job_id = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+    except FileNotFoundError:
+        print(f"[mypt] could not requeue SLURM job {job_id}: no scontrol on PATH", file=sys.stderr)
+        return
+    outcome = "requeued" if result.returncode == 0 else f"requeue failed ({result.stderr.strip()})"
+    print(f"[mypt] SLURM job {job_id}: {outcome}", file=sys.stderr)
 
 
 def stop_at_step_end_on_sigterm(trainer, module) -> str | None:

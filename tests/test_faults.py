@@ -85,8 +85,8 @@ def test_full_disk_fails_before_training(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------- real processes
 
-def run_py(overrides: list[str], check=True, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONUNBUFFERED": "1"}
+def run_py(overrides: list[str], check=True, timeout=600, env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=timeout)
     if check:
@@ -153,6 +153,36 @@ def test_scheduler_signal_saves_first_then_hands_over_to_the_scheduler(dataset, 
     assert marker.read_text() == f"signal {int(signal.SIGUSR2)} last.ckpt step 4\n"
 
     run_py(process_overrides(dataset, run_dir, ckpt_path="auto"))
+    resumed = losses_from_csv(run_dir)
+    assert sorted(resumed) == list(range(1, 9))
+    for step, loss in uninterrupted.items():
+        assert resumed[step] == pytest.approx(loss, rel=1e-6), step
+
+
+def test_slurm_requeue_signal_saves_at_step_end_then_requeues(dataset, tmp_path, uninterrupted):
+    """A SLURM job (Lightning's SLURMEnvironment, auto-requeue on) gets the time-limit signal
+    SIGUSR1 mid-step: it saves last.ckpt at the step end, then runs `scontrol requeue <job>`
+    (a stand-in on PATH records the call and the checkpoint on disk at that moment)."""
+    run_dir, bin_dir, record = tmp_path / "run", tmp_path / "bin", tmp_path / "scontrol_calls"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, torch\n"
+        f"step = torch.load({str(run_dir / 'checkpoints' / 'last.ckpt')!r}, weights_only=True)['global_step']\n"
+        f"open({str(record)!r}, 'a').write(' '.join(sys.argv[1:]) + f' (last.ckpt step {{step}})\\n')\n")
+    scontrol.chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "mypt", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
+             "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    stopped = run_py(process_overrides(dataset, run_dir, **{
+        "+callbacks.usr1._target_": "fault_injection.SignalAtBatch", "+callbacks.usr1.batch": 6,
+        "+callbacks.usr1.signum": "SIGUSR1"}), check=False, env=slurm)
+    assert stopped.returncode == PREEMPTED_EXIT_CODE, stopped.stderr[-3000:]
+    assert "SLURM job 4242: requeued" in stopped.stderr
+    assert record.read_text() == "requeue 4242 (last.ckpt step 4)\n"
+
+    run_py(process_overrides(dataset, run_dir, ckpt_path="auto"), env=slurm)  # the requeued job
     resumed = losses_from_csv(run_dir)
     assert sorted(resumed) == list(range(1, 9))
     for step, loss in uninterrupted.items():
