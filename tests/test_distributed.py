@@ -20,15 +20,22 @@ def read_losses(run_dir: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
 
 
-def run_training(dataset: Path, out: Path, **extra) -> subprocess.CompletedProcess:
+def one_process(run_py_args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python run.py ...` as one process (Lightning spawns further ranks itself)."""
+    return subprocess.run([sys.executable, *run_py_args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def run_training(dataset: Path, out: Path, launch=one_process, **extra) -> subprocess.CompletedProcess:
+    """Train the tiny model for 4 steps into ``out``; ``launch(run_py_args, env)`` starts the
+    processes (tests/test_launchers.py passes torchrun and an srun stand-in)."""
     overrides = tiny_overrides(
         dataset, out, logger="csv",
         **{"model.dropout": 0.0, "model.neftune_alpha": 0, "train.max_steps": 4, "data.num_workers": 0,
            "train.eval_every_steps": 2, "hydra.run.dir": str(out), **extra},
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = launch(["run.py", *overrides], env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
