@@ -44,6 +44,8 @@ class MyPTFSDPStrategy(FSDPStrategy):
       swapped into place when every rank has finished, so a process killed during a
       save leaves the previous ``last.ckpt`` whole (Lightning writes into the final
       folder directly).
+    * ``model.compile=true`` compiles each Block (regional compilation) rather than the
+      whole model, which dynamo cannot trace through FSDP's flat parameters.
     * On CPU (gloo) FSDP is told its device is the CPU; Lightning refuses ``fsdp`` with
       ``accelerator=cpu`` by type check, torch accepts it given ``device_id=cpu``. This is
       how CI runs this strategy without a GPU; it is far too slow for real training.
@@ -67,7 +69,15 @@ class MyPTFSDPStrategy(FSDPStrategy):
                 # would recompute each block a second time in backward.
                 transformer.config.activation_checkpointing = False
             device = self.root_device if self.root_device.type != "cpu" else torch.device("cpu")
-            wrapped = FSDP(
+            if compiled:
+                # Compiling the whole FSDP-wrapped model fails in dynamo ("attempting to
+                # assign a gradient of size [n] to a tensor of size [2n]": FSDP swaps flat
+                # shards in and out of the parameters). Compile each Block in place instead
+                # (its type stays Block, so the wrapping policies still find it); FSDP's
+                # hooks around the blocks stay eager.
+                for block in transformer.blocks:
+                    block.compile()
+            module.model = FSDP(
                 transformer,
                 cpu_offload=self.cpu_offload,
                 mixed_precision=self.mixed_precision_config,
@@ -75,7 +85,6 @@ class MyPTFSDPStrategy(FSDPStrategy):
                 device_id=device,
                 **self.kwargs,
             )
-            module.model = torch.compile(wrapped) if compiled else wrapped
         # The parent sees the wrapped transformer, skips its own root wrap and applies
         # activation checkpointing per Block; the policy was used above.
         self.kwargs.pop("auto_wrap_policy", None)
