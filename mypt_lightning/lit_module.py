@@ -309,10 +309,13 @@ class MyPTLitModule(L.LightningModule):
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mypt_model_config"] = asdict(self.model_config)
+        rng = _capture_rng_state()
         checkpoint["mypt_train_state"] = {
             "micro_step": self._micro_step,
             "skipped_steps": self.skipped_steps,
-            "rng": _capture_rng_state(),
+            "rng": rng,
+            # Every rank calls this hook; rank 0 writes the file, so it collects all streams.
+            "rng_per_rank": _gather_from_ranks(rng),
         }
         for logger in self.loggers:
             run_id = getattr(logger, "version", None)
@@ -323,7 +326,13 @@ class MyPTLitModule(L.LightningModule):
         state = checkpoint.get("mypt_train_state", {})
         self._micro_step = int(state.get("micro_step", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        self._pending_rng = state.get("rng")
+        per_rank = state.get("rng_per_rank")
+        if per_rank and len(per_rank) == self.trainer.world_size:
+            self._pending_rng = per_rank[self.global_rank]
+        elif self.trainer.world_size == 1 or self.global_rank == 0:
+            self._pending_rng = state.get("rng")
+        else:  # resumed on a different number of ranks: fresh per-rank streams
+            self._pending_rng = None
 
     def on_train_start(self) -> None:
         self.preemption.install(self.trainer)
@@ -333,6 +342,25 @@ class MyPTLitModule(L.LightningModule):
         if pending is not None:
             _restore_rng_state(pending)
             self._pending_rng = None
+        elif self.global_rank > 0:
+            # seed_everything gives every rank the same seed, so without this all ranks
+            # would draw the same dropout masks and NEFTune noise for their different
+            # samples. Rank 0 keeps the stream a single process would have.
+            torch.manual_seed(torch.initial_seed() + RANK_SEED_STRIDE * self.global_rank)
+
+
+RANK_SEED_STRIDE = 1_000_003  # rank r > 0 draws its noise from seed + r * stride
+
+
+def _gather_from_ranks(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (a collective when several ranks run)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def _capture_rng_state() -> dict:

@@ -67,6 +67,18 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(tmp_path):
     assert_same_as_single_process(tmp_path / "single", tmp_path / "ddp")
 
 
+def test_each_rank_draws_its_own_dropout_and_neftune_noise(tmp_path):
+    """seed_everything seeds every rank alike; rank r > 0 is re-seeded so that ranks do not
+    share dropout masks and NEFTune noise (tests/test_faults.py checks that each rank's
+    stream is restored on resume)."""
+    dataset = write_packed_dataset(tmp_path / "data", {"train": 32, "val": 4}, seed=5)
+    probe = {"+callbacks.rng._target_": "probes.RecordRNGState", "+callbacks.rng.directory": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    run_training(dataset, tmp_path / "ddp", launch=lambda args, _: one_process(args, env), **{
+        "data.batch_size": 1, "trainer.devices": 2, "trainer.strategy": "ddp", "train.max_steps": 1, **probe})
+    assert (tmp_path / "rng_rank0").read_text() != (tmp_path / "rng_rank1").read_text()
+
+
 FSDP_ON_CPU = {"trainer": "fsdp", "trainer.accelerator": "cpu", "trainer.devices": 2,
                "trainer.precision": "32-true", "data.batch_size": 1}
 
