@@ -136,6 +136,29 @@ def test_phase1_real_run_validates_and_skips_what_is_up_to_date(tmp_path, monkey
     assert kept["ran"] == 0 and "not needed" in out
 
 
+def test_a_dataset_that_failed_its_checks_is_not_called_up_to_date(tmp_path, monkeypatch):
+    """prepare writes the dataset (and its fingerprint) before validate runs; a failed
+    validate must make the next run rebuild and check it again, not skip it."""
+    from mypt_lightning.data_prep import validate
+
+    monkeypatch.chdir(tmp_path)
+    over = ["phase=phase1_format_lock", "data_recipe.num_examples=40"]
+    real = validate.validate_dataset
+
+    def failing(*args, **kwargs):
+        return [*real(*args, **kwargs), validate.CheckResult("planted", checked=1, failures=1, examples=["x"])]
+
+    monkeypatch.setattr(validate, "validate_dataset", failing)
+    for _ in range(2):  # the second run must fail the same way, not skip everything
+        with pytest.raises(UserError, match=r"failed the checks \['planted'\]"):
+            _run(over, tmp_path)
+    monkeypatch.setattr(validate, "validate_dataset", real)
+    _, fixed, out = _run(over, tmp_path)
+    assert "(run)" in out and fixed["ran"] == 2  # prepare and validate again; generation was fine
+    _, again, _ = _run(over, tmp_path)
+    assert again["ran"] == 0
+
+
 def test_phase2_held_out_val_file_becomes_the_val_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _run(["phase=phase2_operators", "data_recipe.num_examples=200"], tmp_path)

@@ -16,4 +16,5 @@ One home per step; the scripts in ``tools/`` are thin command lines over these m
     augment      rule-based EN/DE paraphrase of user messages
     translation  extract / recombine / merge bilingual episodes, and a DeepL client
     synthetic    synthetic episodes with phase-like length profiles (benchmarks, tests)
+    phase_pipeline  prepare_phase: generate -> mix -> prepare -> validate per curriculum phase
 """
