@@ -18,18 +18,18 @@ counts are printed). The system prompt is one of the eight agentic variants.
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     add_docs_dir_argument,
     build_arg_parser,
-    episode,
-    finish,
+    check_share,
+    entry_points,
     language_plan,
     make_rng,
-    run_cli,
+    pick_template,
 )
 from mypt_lightning.generators.qa_bank import Fact, facts_by_language, load_facts
 from mypt_lightning.generators.tooluse import (
@@ -37,8 +37,8 @@ from mypt_lightning.generators.tooluse import (
     NO_TOOL_THINKS,
     ToolSession,
     Unsupported,
-    fact_think,
-    hit,
+    draw_supported,
+    evidence_rank,
     list_answer,
     no_tool_episode,
     question_query,
@@ -48,7 +48,6 @@ from mypt_lightning.workspace import Workspace
 
 NAME = "agent"
 TOOL_CATEGORIES = {"SEARCH": 0.55, "GET_DOC": 0.15, "LIST": 0.1, "SUMMARIZE": 0.2}
-MAX_ATTEMPTS = 50
 
 USER = {
     "SEARCH": {"en": ["{q}", "Can you look this up in our documents? {q}", "Search the workspace: {q}",
@@ -77,24 +76,12 @@ CALL_THINK = {
     "SUMMARIZE": {"en": ["The summarize tool fits this request."], "de": ["Dafür passt das Zusammenfassungs-Werkzeug."]},
     "LIST": {"en": ["I'll list the matching documents."], "de": ["Ich liste die passenden Dokumente auf."]},
 }
-SUMMARY_ANSWER = {"en": "Here is a summary of \"{title}\": {summary}", "de": "Zusammenfassung von „{title}“: {summary}"}
 CORRECTION_THINK = {
     "list": {"en": "The document list only shows titles; it does not answer the question. I should search the contents instead.",
              "de": "Die Dokumentliste zeigt nur Titel und beantwortet die Frage nicht. Ich sollte stattdessen den Inhalt durchsuchen."},
     "summary": {"en": "The summary does not mention {topic}. I need the full document.",
                 "de": "Die Zusammenfassung erwähnt „{topic_bare}“ nicht. Ich brauche das vollständige Dokument."},
 }
-
-
-def _fmt(text: str, fact: Fact | None = None, **fields) -> str:
-    if fact is not None:
-        fields = {"topic": fact.topic, "topic_bare": fact.topic_bare, "q": fact.question, **fields}
-    return text.format(**fields)
-
-
-def _pick(rng: random.Random, options: list[str]) -> tuple[str, int]:
-    i = rng.randrange(len(options))
-    return options[i], i
 
 
 def _search_args(fact: Fact, rng: random.Random) -> dict:
@@ -106,13 +93,9 @@ def _search_args(fact: Fact, rng: random.Random) -> dict:
 
 def _search(ws, fact, lang, rng, user_text, tpl) -> tuple[ToolSession, str]:
     s = ToolSession(ws, user_text)
-    think, ti = _pick(rng, CALL_THINK["SEARCH"][lang])
-    result = s.call("workspace.search", _search_args(fact, rng), _fmt(think, fact) if rng.random() < 0.7 else None)
-    found = hit(result, fact.doc_id)
-    if found is None or fact.evidence not in found[1]["snippet"]:
-        raise Unsupported("search did not surface the evidence")
-    answer_think, ai = fact_think(fact, fact.doc_id, lang, rng, rank=found[0])
-    s.answer(fact.answer, support=[fact.evidence], think=answer_think, cite=fact.doc_id)
+    think, ti = pick_template(rng, CALL_THINK["SEARCH"][lang])
+    result = s.call("workspace.search", _search_args(fact, rng), fact.fill(think) if rng.random() < 0.7 else None)
+    ai = s.answer_fact(fact, lang, rng, rank=evidence_rank(result, fact, "search did not surface the evidence"))
     return s, f"{tpl}/c{ti}/a{ai}"
 
 
@@ -123,33 +106,31 @@ def make_episode(ws: Workspace, facts: list[Fact], lang: str, category: str, rng
     fact = rng.choice(facts)
     doc = ws.resolve(fact.doc_id)
     if category == "SEARCH":
-        user, ui = _pick(rng, USER["SEARCH"][lang])
-        s, tpl = _search(ws, fact, lang, rng, _fmt(user, fact), f"SEARCH/{lang}/u{ui}")
+        user, ui = pick_template(rng, USER["SEARCH"][lang])
+        s, tpl = _search(ws, fact, lang, rng, fact.fill(user), f"SEARCH/{lang}/u{ui}")
         return s.messages, tpl
     if category == "GET_DOC":
-        user, ui = _pick(rng, USER["GET_DOC"][lang])
-        s = ToolSession(ws, _fmt(user, fact, doc_id=doc.doc_id, title=doc.title))
+        user, ui = pick_template(rng, USER["GET_DOC"][lang])
+        s = ToolSession(ws, fact.fill(user, doc_id=doc.doc_id, title=doc.title))
         args = {"title": doc.title} if "{title}" in user else {"doc_id": doc.doc_id}
         think = CALL_THINK["GET_DOC"][lang][0] if rng.random() < 0.5 else None
         s.call("workspace.get_doc", args, think)
-        answer_think, ai = fact_think(fact, doc.doc_id, lang, rng)
-        s.answer(fact.answer, support=[fact.evidence], think=answer_think, cite=doc.doc_id)
+        ai = s.answer_fact(fact, lang, rng)
         return s.messages, f"GET_DOC/{lang}/u{ui}/a{ai}"
     if category == "SUMMARIZE":
-        user, ui = _pick(rng, USER["SUMMARIZE"][lang])
-        s = ToolSession(ws, _fmt(user, doc_id=doc.doc_id, title=doc.title))
+        user, ui = pick_template(rng, USER["SUMMARIZE"][lang])
+        s = ToolSession(ws, user.format(doc_id=doc.doc_id, title=doc.title))
         think = CALL_THINK["SUMMARIZE"][lang][0] if rng.random() < 0.5 else None
         result = s.call("workspace.summarize", {"doc_id": doc.doc_id}, think)
-        s.answer(SUMMARY_ANSWER[lang].format(title=doc.title, summary=result["summary"]),
-                 support=[result["summary"]], cite=doc.doc_id)
+        s.answer_summary(doc, result["summary"], lang)
         return s.messages, f"SUMMARIZE/{lang}/u{ui}"
     if category == "LIST":
-        user, ui = _pick(rng, USER["LIST"][lang])
+        user, ui = pick_template(rng, USER["LIST"][lang])
         with_language = "{language}" in user
         args = {"domain": doc.domain}
         if with_language:
             args["language"] = doc.language
-        s = ToolSession(ws, _fmt(user, domain=DOMAIN_NAMES[lang][doc.domain], language=_LANG_ADJ[lang][doc.language]))
+        s = ToolSession(ws, user.format(domain=DOMAIN_NAMES[lang][doc.domain], language=_LANG_ADJ[lang][doc.language]))
         think = CALL_THINK["LIST"][lang][0] if rng.random() < 0.5 else None
         result = s.call("workspace.list_docs", args, think)
         text, titles = list_answer(result, lang, doc.domain, args.get("language"))
@@ -157,35 +138,29 @@ def make_episode(ws: Workspace, facts: list[Fact], lang: str, category: str, rng
         return s.messages, f"LIST/{lang}/u{ui}"
     if category == "WRONG_TOOL":
         if rng.random() < 0.5:  # list instead of search
-            user, ui = _pick(rng, USER["SEARCH"][lang])
-            s = ToolSession(ws, _fmt(user, fact))
+            user, ui = pick_template(rng, USER["SEARCH"][lang])
+            s = ToolSession(ws, fact.fill(user))
             first = s.call("workspace.list_docs", {"domain": doc.domain})
             if any(fact.evidence in str(v) for v in first.values()):
                 raise Unsupported("the wrong call happened to contain the answer")
             result = s.call("workspace.search", _search_args(fact, rng), CORRECTION_THINK["list"][lang])
-            found = hit(result, fact.doc_id)
-            if found is None or fact.evidence not in found[1]["snippet"]:
-                raise Unsupported("search did not surface the evidence")
-            answer_think, ai = fact_think(fact, fact.doc_id, lang, rng, rank=found[0])
-            s.answer(fact.answer, support=[fact.evidence], think=answer_think, cite=fact.doc_id)
+            ai = s.answer_fact(fact, lang, rng, rank=evidence_rank(result, fact, "search did not surface the evidence"))
             return s.messages, f"WRONG_TOOL/{lang}/list-search/u{ui}/a{ai}"
-        user, ui = _pick(rng, USER["GET_DOC"][lang])
-        s = ToolSession(ws, _fmt(user, fact, doc_id=doc.doc_id, title=doc.title))
+        user, ui = pick_template(rng, USER["GET_DOC"][lang])
+        s = ToolSession(ws, fact.fill(user, doc_id=doc.doc_id, title=doc.title))
         first = s.call("workspace.summarize", {"doc_id": doc.doc_id})
         if fact.evidence in first["summary"]:
             raise Unsupported("the summary already answers the question")
-        s.call("workspace.get_doc", {"doc_id": doc.doc_id}, _fmt(CORRECTION_THINK["summary"][lang], fact))
-        answer_think, ai = fact_think(fact, doc.doc_id, lang, rng)
-        s.answer(fact.answer, support=[fact.evidence], think=answer_think, cite=doc.doc_id)
+        s.call("workspace.get_doc", {"doc_id": doc.doc_id}, fact.fill(CORRECTION_THINK["summary"][lang]))
+        ai = s.answer_fact(fact, lang, rng)
         return s.messages, f"WRONG_TOOL/{lang}/summary-getdoc/u{ui}/a{ai}"
     raise ValueError(f"unknown category {category!r}")
 
 
 def category_plan(num: int, no_tool_share: float, wrong_tool_share: float, rng: random.Random) -> list[str]:
     """Exact quotas for NO_TOOL and WRONG_TOOL; the tool categories share the rest by weight."""
-    for name, share in (("no_tool_share", no_tool_share), ("wrong_tool_share", wrong_tool_share)):
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {share}")
+    check_share("no_tool_share", no_tool_share)
+    check_share("wrong_tool_share", wrong_tool_share)
     if no_tool_share + wrong_tool_share > 1.0:
         raise ValueError("no_tool_share + wrong_tool_share must be <= 1")
     n_no, n_wrong = round(num * no_tool_share), round(num * wrong_tool_share)
@@ -203,22 +178,12 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, no_tool_s
     plan = language_plan(num_examples, language, make_rng(seed, NAME, "languages"), de_share)
     categories = category_plan(num_examples, no_tool_share, wrong_tool_share, make_rng(seed, NAME, "categories"))
     rng = make_rng(seed, NAME)
-    stats = GenerationStats(NAME)
-    records = []
+    out = Generated.empty(NAME)
     for lang, category in zip(plan, categories):
-        for _attempt in range(MAX_ATTEMPTS):
-            try:
-                messages, template = make_episode(ws, by_lang[lang], lang, category, rng)
-                break
-            except Unsupported as exc:
-                stats.reject(f"{category}: {exc.reason}")
-        else:
-            raise RuntimeError(f"{NAME}: no supported {category} episode in {MAX_ATTEMPTS} attempts")
-        record = episode(rng.choice(AGENTIC_SYSTEM_PROMPTS), messages, lang, generator=NAME, category=category,
-                         template=template)
-        stats.add(record, category, template)
-        records.append(record)
-    return Generated(records, stats)
+        make = partial(make_episode, ws, by_lang[lang], lang, category, rng)
+        messages, template = draw_supported(make, category, out.stats)
+        out.add_episode(rng.choice(AGENTIC_SYSTEM_PROMPTS), messages, lang, category=category, template=template)
+    return out
 
 
 def build_parser():
@@ -235,15 +200,7 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return finish(generate(args.num_examples, args.seed, args.language, no_tool_share=args.no_tool_share,
-                           wrong_tool_share=args.wrong_tool_share, docs_dir=args.docs_dir, de_share=args.de_share),
-                  args.output)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
+main, cli = entry_points(build_parser, generate)
 
 
 __all__ = ["NAME", "TOOL_CATEGORIES", "build_parser", "category_plan", "cli", "generate", "main", "make_episode"]

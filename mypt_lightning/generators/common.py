@@ -8,7 +8,8 @@ Every generator module exposes ``generate(num_examples, seed, language, ...) -> 
 
 validates every record with ``protocol.validate_episode`` before anything is written,
 writes atomically (temp file + fsync + rename: a crash never leaves a half file behind),
-and prints counts plus distinct-template statistics at the end.
+and prints counts plus distinct-template statistics at the end. A generator's flags other
+than ``--output`` are the keyword arguments of its ``generate`` (see ``entry_points``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from mypt_lightning.protocol import validate_episode
 
 LANGUAGE_MODES = ("en", "de", "mixed")
 DEFAULT_DE_SHARE = 0.4  # German share in --language mixed (the guide asks for at least 30%)
 MIN_DE_SHARE = 0.3
+
+_Template = TypeVar("_Template")
 
 
 def make_rng(seed: int, *salt: str) -> random.Random:
@@ -51,6 +54,31 @@ def language_plan(num: int, mode: str, rng: random.Random, de_share: float = DEF
     plan = ["de"] * n_de + ["en"] * (num - n_de)
     rng.shuffle(plan)
     return plan
+
+
+def share_plan(num: int, share: float, rng: random.Random) -> list[bool]:
+    """Which of ``num`` slots belong to a share: exactly ``round(num * share)`` True, shuffled with ``rng``."""
+    n_in = round(num * share)
+    plan = [True] * n_in + [False] * (num - n_in)
+    rng.shuffle(plan)
+    return plan
+
+
+def check_share(name: str, share: float) -> None:
+    """A share flag must be a fraction in [0, 1]."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {share}")
+
+
+def pick_template(rng: random.Random, templates: Sequence[_Template]) -> tuple[_Template, int]:
+    """A random template and its index (the index goes into the record's template id)."""
+    index = rng.randrange(len(templates))
+    return templates[index], index
+
+
+def single_turn(prompt: str, answer: str) -> list[dict]:
+    """The messages of one user prompt and its plain assistant answer."""
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
 def episode(system: str | None, messages: list[dict], language: str, **meta) -> dict:
@@ -80,6 +108,23 @@ class Generated:
 
     records: list[dict]
     stats: "GenerationStats"
+
+    @classmethod
+    def empty(cls, generator: str) -> "Generated":
+        """No records yet; the statistics carry the generator's name."""
+        return cls([], GenerationStats(generator))
+
+    def add(self, record: dict, category: str, template: str) -> None:
+        """Keep ``record`` and count it under ``category`` and ``template``."""
+        self.stats.add(record, category, template)
+        self.records.append(record)
+
+    def add_episode(self, system: str | None, messages: list[dict], language: str, *, category: str, template: str,
+                    **meta) -> None:
+        """Keep an :func:`episode` whose ``_meta`` names this generator, its category and template."""
+        record = episode(system, messages, language, generator=self.stats.generator, category=category,
+                         template=template, **meta)
+        self.add(record, category, template)
 
 
 @dataclass
@@ -230,6 +275,23 @@ def run_cli(main_fn: Callable[[list[str] | None], int], argv: list[str] | None =
         return 2
 
 
+def entry_points(build_parser: Callable[[], argparse.ArgumentParser], generate_fn: Callable[..., Generated]):
+    """A generator module's ``(main, cli)``: ``main`` passes every flag but ``--output`` to
+    ``generate_fn`` as the keyword argument of the same name and calls :func:`finish`."""
+
+    def main(argv: list[str] | None = None) -> int:
+        """Parse ``argv``, generate, validate, write and print statistics; errors propagate."""
+        options = vars(build_parser().parse_args(argv))
+        output = options.pop("output")
+        return finish(generate_fn(**options), output)
+
+    def cli(argv: list[str] | None = None) -> int:
+        """``main`` for the command line: user errors become a message and exit status 2."""
+        return run_cli(main, argv)
+
+    return main, cli
+
+
 __all__ = [
     "DEFAULT_DE_SHARE",
     "LANGUAGE_MODES",
@@ -238,14 +300,19 @@ __all__ = [
     "GenerationStats",
     "add_docs_dir_argument",
     "build_arg_parser",
+    "check_share",
+    "entry_points",
     "episode",
     "finish",
     "jsonl_bytes",
     "language_plan",
     "make_rng",
+    "pick_template",
     "read_jsonl",
     "replay",
     "run_cli",
+    "share_plan",
+    "single_turn",
     "validate_records",
     "write_jsonl_atomic",
 ]

@@ -46,13 +46,11 @@ from dataclasses import dataclass
 
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     build_arg_parser,
-    finish,
+    entry_points,
     make_rng,
     replay,
-    run_cli,
 )
 
 NAME = "context_extension"
@@ -235,9 +233,9 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, sources: 
         loaded.append((name, src_lang, load_rows(rows, name) if isinstance(rows, str) else rows))
     if not loaded:
         raise ValueError(f"{NAME}: no source matches --language {language}")
-    stats = GenerationStats(NAME)
+    out = Generated.empty(NAME)
+    stats = out.stats
     quotas = _quotas(num_examples, [(n, l, len(r)) for n, l, r in loaded], language, de_share)
-    records = []
     for (name, src_lang, rows), quota in zip(loaded, quotas):
         rng = make_rng(seed, NAME, name)
         order = list(range(len(rows)))
@@ -269,14 +267,13 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, sources: 
             record = replay(text, language=src_lang, generator=NAME, source=name, id=item.uid,
                             gold_positions=positions, passages=n_passages, answerable=item.answer is not None)
             category = f"{name}/{'answerable' if item.answer is not None else 'unanswerable'}"
-            stats.add(record, category, f"{name}/{src_lang}")
-            records.append(record)
+            out.add(record, category, f"{name}/{src_lang}")
             made += 1
         if made < quota:
             stats.notes.append(f"{name}: only {made} of {quota} requested episodes (source has {len(rows)} rows)")
     shuffle_rng = make_rng(seed, NAME, "interleave")
-    shuffle_rng.shuffle(records)
-    return Generated(records, stats)
+    shuffle_rng.shuffle(out.records)
+    return out
 
 
 def _quotas(num: int, sources: list[tuple[str, str, int]], language: str, de_share: float) -> list[int]:
@@ -312,15 +309,7 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return finish(generate(args.num_examples, args.seed, args.language, sources=args.sources,
-                           num_distractors=args.num_distractors, max_chars=args.max_chars, de_share=args.de_share),
-                  args.output)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
+main, cli = entry_points(build_parser, generate)
 
 
 __all__ = ["CONVERTERS", "HUB_DEFAULTS", "NAME", "QAItem", "build_parser", "cli", "generate", "load_rows", "main",

@@ -17,14 +17,15 @@ import random
 
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     build_arg_parser,
-    episode,
-    finish,
+    check_share,
+    entry_points,
     language_plan,
     make_rng,
-    run_cli,
+    pick_template,
+    share_plan,
+    single_turn,
 )
 from mypt_lightning.system_prompts import MINIMAL_SYSTEM_PROMPT
 
@@ -131,18 +132,16 @@ def _echo_record(lang: str, rng: random.Random, gibberish: bool) -> tuple[str, s
     """(prompt, answer, category, template) for an echo instruction."""
     payload, kind = _payload(lang, rng, gibberish)
     if rng.random() < 0.25:
-        i = rng.randrange(len(_ECHO_TRANSFORM[lang]))
-        tpl, how = _ECHO_TRANSFORM[lang][i]
+        (tpl, how), i = pick_template(rng, _ECHO_TRANSFORM[lang])
         answer = {"upper": payload.upper(), "lower": payload.lower(), "twice": f"{payload} {payload}"}[how]
         return tpl.format(p=payload), answer, "echo_transform", f"echo_transform/{lang}/t{i}/{kind}"
-    i = rng.randrange(len(_ECHO[lang]))
-    return _ECHO[lang][i].format(p=payload), payload, "echo", f"echo/{lang}/t{i}/{kind}"
+    tpl, i = pick_template(rng, _ECHO[lang])
+    return tpl.format(p=payload), payload, "echo", f"echo/{lang}/t{i}/{kind}"
 
 
 def _anti_record(lang: str, rng: random.Random, gibberish: bool) -> tuple[str, str, str, str]:
     task = rng.choice(list(_ANTI))
-    i = rng.randrange(len(_ANTI[task][lang]))
-    tpl = _ANTI[task][lang][i]
+    tpl, i = pick_template(rng, _ANTI[task][lang])
     if task == "answer_not_echo":
         a, b = rng.randint(1, 50), rng.randint(1, 50)
         return tpl.format(a=a, b=b), str(a + b), "anti_echo", f"anti_echo/{lang}/{task}{i}"
@@ -171,25 +170,17 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, gibberish
              anti_echo_share: float = 0.4, de_share: float = DEFAULT_DE_SHARE) -> Generated:
     if gibberish not in ("include", "exclude"):
         raise ValueError(f"gibberish must be 'include' or 'exclude', got {gibberish!r}")
-    if not 0.0 <= anti_echo_share <= 1.0:
-        raise ValueError(f"anti_echo_share must be in [0, 1], got {anti_echo_share}")
+    check_share("anti_echo_share", anti_echo_share)
     use_gib = gibberish == "include"
     rng = make_rng(seed, NAME)
     plan = language_plan(num_examples, language, make_rng(seed, NAME, "languages"), de_share)
-    n_anti = round(num_examples * anti_echo_share)
-    kinds = ["anti"] * n_anti + ["echo"] * (num_examples - n_anti)
-    make_rng(seed, NAME, "kinds").shuffle(kinds)
-    stats = GenerationStats(NAME)
-    records = []
-    for lang, kind in zip(plan, kinds):
-        make = _anti_record if kind == "anti" else _echo_record
+    anti_flags = share_plan(num_examples, anti_echo_share, make_rng(seed, NAME, "kinds"))
+    out = Generated.empty(NAME)
+    for lang, anti in zip(plan, anti_flags):
+        make = _anti_record if anti else _echo_record
         prompt, answer, category, template = make(lang, rng, use_gib)
-        record = episode(MINIMAL_SYSTEM_PROMPT,
-                         [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-                         lang, generator=NAME, category=category, template=template)
-        stats.add(record, category, template)
-        records.append(record)
-    return Generated(records, stats)
+        out.add_episode(MINIMAL_SYSTEM_PROMPT, single_turn(prompt, answer), lang, category=category, template=template)
+    return out
 
 
 def build_parser():
@@ -206,14 +197,7 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return finish(generate(args.num_examples, args.seed, args.language, gibberish=args.gibberish,
-                           anti_echo_share=args.anti_echo_share, de_share=args.de_share), args.output)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
+main, cli = entry_points(build_parser, generate)
 
 
 __all__ = ["NAME", "PHRASES", "build_parser", "cli", "generate", "main"]

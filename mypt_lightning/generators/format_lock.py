@@ -17,14 +17,13 @@ import random
 
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     build_arg_parser,
-    episode,
-    finish,
+    entry_points,
     language_plan,
     make_rng,
-    run_cli,
+    pick_template,
+    single_turn,
 )
 from mypt_lightning.system_prompts import MINIMAL_SYSTEM_PROMPT
 
@@ -156,8 +155,7 @@ _STYLES = ("plain", "lower", "no_punct")
 def _question(category: str, lang: str, rng: random.Random) -> tuple[str, str, int]:
     """(question text, answer, question template index) for one category."""
     en = lang == "en"
-    qi = rng.randrange(len(_QUESTIONS[category][lang]))
-    tpl = _QUESTIONS[category][lang][qi]
+    tpl, qi = pick_template(rng, _QUESTIONS[category][lang])
     if category == "capital":
         s_en, a_en, s_de, a_de = rng.choice(_CAPITALS)
         return tpl.format(s=s_en if en else s_de), a_en if en else a_de, qi
@@ -222,8 +220,7 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, mode: str
     categories = [c for c in _QUESTIONS if math == "include" or c != "math"]
     rng = make_rng(seed, NAME)
     plan = language_plan(num_examples, language, make_rng(seed, NAME, "languages"), de_share)
-    stats = GenerationStats(NAME)
-    records = []
+    out = Generated.empty(NAME)
     for lang in plan:
         category = rng.choice(categories)
         question, answer, qi = _question(category, lang, rng)
@@ -231,18 +228,15 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, mode: str
         if not 1 <= n_tokens <= MAX_ANSWER_TOKENS:
             raise ValueError(f"{NAME}: answer {answer!r} has {n_tokens} tokens (must be 1-{MAX_ANSWER_TOKENS})")
         if mode == "full":
-            pi, si = rng.randrange(len(_PREFIXES[lang])), rng.randrange(len(_SUFFIXES[lang]))
+            prefix, pi = pick_template(rng, _PREFIXES[lang])
+            suffix, si = pick_template(rng, _SUFFIXES[lang])
             style = rng.choices(_STYLES, weights=(6, 2, 2))[0]
-            prompt = _style(_PREFIXES[lang][pi] + question + _SUFFIXES[lang][si], style)
+            prompt = _style(prefix + question + suffix, style)
             template = f"{category}/{lang}/q{qi}/p{pi}/s{si}/{style}"
         else:
             prompt, template = question, f"{category}/{lang}/q{qi}"
-        record = episode(MINIMAL_SYSTEM_PROMPT,
-                         [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-                         lang, generator=NAME, category=category, template=template)
-        stats.add(record, category, template)
-        records.append(record)
-    return Generated(records, stats)
+        out.add_episode(MINIMAL_SYSTEM_PROMPT, single_turn(prompt, answer), lang, category=category, template=template)
+    return out
 
 
 def build_parser():
@@ -259,15 +253,7 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    generated = generate(args.num_examples, args.seed, args.language, mode=args.mode, math=args.math,
-                         de_share=args.de_share)
-    return finish(generated, args.output)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
+main, cli = entry_points(build_parser, generate)
 
 
 __all__ = ["MODES", "NAME", "build_parser", "cli", "generate", "main"]

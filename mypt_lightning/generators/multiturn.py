@@ -20,18 +20,17 @@ import random
 
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     add_docs_dir_argument,
     build_arg_parser,
+    entry_points,
     episode,
-    finish,
     language_plan,
     make_rng,
-    run_cli,
+    pick_template,
 )
 from mypt_lightning.generators.qa_bank import Fact, facts_by_doc, facts_by_language, format_context, load_facts, passage
-from mypt_lightning.generators.rag_chat import THINK_TEMPLATES
+from mypt_lightning.generators.rag_chat import cited_answer
 from mypt_lightning.system_prompts import CHAT_SYSTEM_PROMPTS
 from mypt_lightning.workspace import Workspace
 
@@ -97,22 +96,17 @@ class _Builder:
     def answer(self, fact: Fact, lang: str) -> None:
         if fact.evidence not in self.seen_context:
             raise AssertionError(f"{NAME}: answer about {fact.doc_id} without its evidence in view")
-        msg = {"role": "assistant", "content": fact.answer, "cite": fact.doc_id}
-        if self.rng.random() < 0.4:
-            ti = self.rng.randrange(len(THINK_TEMPLATES[lang]))
-            title = self.ws.resolve(fact.doc_id).title
-            think = THINK_TEMPLATES[lang][ti].format(topic=fact.topic, topic_bare=fact.topic_bare, doc_id=fact.doc_id,
-                                                     title=title, evidence=fact.evidence)
-            msg = {"role": "assistant", "think": think, "content": fact.answer, "cite": fact.doc_id}
+        title = self.ws.resolve(fact.doc_id).title
+        msg, _ = cited_answer(fact.answer, fact, title, lang, self.rng, think_share=0.4)
         self.messages.append(msg)
 
     def say(self, content: str) -> None:
         self.messages.append({"role": "assistant", "content": content})
 
     def phrase(self, kind: str, lang: str, **fields) -> str:
-        i = self.rng.randrange(len(PHRASES[kind][lang]))
+        text, i = pick_template(self.rng, PHRASES[kind][lang])
         self.templates.append(f"{kind}{i}")
-        return PHRASES[kind][lang][i].format(**fields)
+        return text.format(**fields)
 
     def turns(self) -> int:
         return sum(1 for m in self.messages if m["role"] == "user")
@@ -179,8 +173,7 @@ def make_record(ws: Workspace, by_lang: dict, by_doc: dict, lang: str, category:
         doc_ids = [doc_id, middle.doc_id]
     if b.turns() < MAX_TURNS and rng.random() < 0.3:
         closing_lang = lang if "language_switch" not in meta else meta["language_switch"][-2:]
-        i = rng.randrange(len(CLOSINGS[closing_lang]))
-        user_text, reply = CLOSINGS[closing_lang][i]
+        (user_text, reply), i = pick_template(rng, CLOSINGS[closing_lang])
         b.user(user_text)
         b.say(reply)
         b.templates.append(f"closing{i}")
@@ -202,16 +195,14 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, docs_dir=
     categories = [CATEGORIES[i % len(CATEGORIES)] for i in range(num_examples)]
     make_rng(seed, NAME, "categories").shuffle(categories)
     rng = make_rng(seed, NAME)
-    stats = GenerationStats(NAME)
-    records = []
+    out = Generated.empty(NAME)
     for lang, category in zip(plan, categories):
         record, template = make_record(ws, by_lang, by_doc, lang, category, rng, allow_language_switch=language == "mixed")
-        stats.add(record, category, template)
-        records.append(record)
-    turns = [r["_meta"]["turns"] for r in records]
-    stats.notes.append("turns: " + ", ".join(f"{t}={turns.count(t)}" for t in range(MIN_TURNS, MAX_TURNS + 1)))
-    stats.notes.append(f"language switches: {sum(1 for r in records if 'language_switch' in r['_meta'])}")
-    return Generated(records, stats)
+        out.add(record, category, template)
+    turns = [r["_meta"]["turns"] for r in out.records]
+    out.stats.notes.append("turns: " + ", ".join(f"{t}={turns.count(t)}" for t in range(MIN_TURNS, MAX_TURNS + 1)))
+    out.stats.notes.append(f"language switches: {sum(1 for r in out.records if 'language_switch' in r['_meta'])}")
+    return out
 
 
 def build_parser():
@@ -225,14 +216,7 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return finish(generate(args.num_examples, args.seed, args.language, docs_dir=args.docs_dir,
-                           de_share=args.de_share), args.output)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
+main, cli = entry_points(build_parser, generate)
 
 
 __all__ = ["CATEGORIES", "MAX_TURNS", "MIN_TURNS", "NAME", "build_parser", "cli", "generate", "main"]

@@ -25,14 +25,15 @@ from pathlib import Path
 
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     build_arg_parser,
+    check_share,
     episode,
     finish,
     language_plan,
     make_rng,
     run_cli,
+    single_turn,
 )
 from mypt_lightning.generators.echo import PHRASES
 from mypt_lightning.system_prompts import MINIMAL_SYSTEM_PROMPT
@@ -221,8 +222,7 @@ _FORBIDDEN = frozenset("[](){}<>\"*")  # wrapper/delimiter characters never occu
 def _generate_split(num: int, seed: int, language: str, split: str, pair_share: float, de_share: float) -> Generated:
     rng = make_rng(seed, NAME, split)
     units = _unit_plan(num, language, pair_share, de_share, make_rng(seed, NAME, split, "units"))
-    stats = GenerationStats(f"{NAME}[{split}]")
-    records: list[dict] = []
+    out = Generated.empty(f"{NAME}[{split}]")
     for unit, (size, lang) in enumerate(units):
         while True:  # payloads of the other split are skipped, so the two never share one
             payload, kind = _payload(lang, rng)
@@ -239,12 +239,8 @@ def _generate_split(num: int, seed: int, language: str, split: str, pair_share: 
                 meta["wrapper"] = wrapper
             if size == 2:
                 meta["pair"] = f"{split}-{unit}"
-            record = episode(MINIMAL_SYSTEM_PROMPT,
-                             [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}],
-                             lang, **meta)
-            stats.add(record, op, template)
-            records.append(record)
-    return Generated(records, stats)
+            out.add(episode(MINIMAL_SYSTEM_PROMPT, single_turn(instruction, answer), lang, **meta), op, template)
+    return out
 
 
 def check_disjoint(train: list[dict], val: list[dict]) -> dict:
@@ -283,11 +279,10 @@ class OperatorDataset:
 def generate(num_examples: int, seed: int, language: str = "mixed", *, val_examples: int | None = None,
              pair_share: float = 0.5, de_share: float = DEFAULT_DE_SHARE) -> OperatorDataset:
     """Train records (``num_examples``) and val records (default 10%, at least 1), checked disjoint."""
-    if not 0.0 <= pair_share <= 1.0:
-        raise ValueError(f"pair_share must be in [0, 1], got {pair_share}")
+    check_share("pair_share", pair_share)
     n_val = max(1, num_examples // 10) if val_examples is None else val_examples
     train = _generate_split(num_examples, seed, language, "train", pair_share, de_share)
-    val = _generate_split(n_val, seed, language, "val", pair_share, de_share) if n_val else Generated([], GenerationStats(f"{NAME}[val]"))
+    val = _generate_split(n_val, seed, language, "val", pair_share, de_share) if n_val else Generated.empty(f"{NAME}[val]")
     report = check_disjoint(train.records, val.records)
     note = (f"train/val disjoint: {report['train_payloads']} train vs {report['val_payloads']} val payloads, "
             f"{report['shared_payloads']} shared; {report['train_templates']} train vs {report['val_templates']} "

@@ -30,14 +30,12 @@ import numpy as np
 
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     build_arg_parser,
-    finish,
+    entry_points,
     language_plan,
     make_rng,
     replay,
-    run_cli,
 )
 from mypt_lightning.special_tokens import ENDOFTEXT_ID
 from mypt_lightning.workspace_analysis import detect_language
@@ -159,9 +157,9 @@ def generate(num_examples: int, seed: int, language: str = "any", *, inputs: lis
         plan = [None] * num_examples
     else:
         plan = language_plan(num_examples, language, make_rng(seed, NAME, "languages"), de_share)
-    stats = GenerationStats(NAME)
+    out = Generated.empty(NAME)
+    stats = out.stats
     seen: set[str] = set()
-    records = []
     root = Path(inputs[0]) if len(inputs) == 1 and Path(inputs[0]).is_dir() else None
     for wanted in plan:
         parts, total, langs, origin = [], 0, [], None
@@ -200,10 +198,9 @@ def generate(num_examples: int, seed: int, language: str = "any", *, inputs: lis
         record_lang = max(sorted(set(langs)), key=langs.count)
         record = replay(text, language=record_lang, generator=NAME, tokens=total, documents=len(parts), **origin)
         kind = "mega" if mega_tokens else "window"
-        stats.add(record, f"{kind}/{record_lang}", f"{kind}/{Path(origin['source']).suffix or 'file'}")
-        records.append(record)
-    stats.notes.append(f"{len(sources)} sources, {sum(r['_meta']['tokens'] for r in records)} tokens sampled")
-    return Generated(records, stats)
+        out.add(record, f"{kind}/{record_lang}", f"{kind}/{Path(origin['source']).suffix or 'file'}")
+    stats.notes.append(f"{len(sources)} sources, {sum(r['_meta']['tokens'] for r in out.records)} tokens sampled")
+    return out
 
 
 def build_parser():
@@ -227,15 +224,7 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return finish(generate(args.num_examples, args.seed, args.language, inputs=args.inputs, max_tokens=args.max_tokens,
-                           min_tokens=args.min_tokens, token_dtype=args.token_dtype, mega_tokens=args.mega_tokens,
-                           de_share=args.de_share), args.output)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
+main, cli = entry_points(build_parser, generate)
 
 
 __all__ = ["NAME", "build_parser", "cli", "discover_sources", "generate", "main"]

@@ -43,6 +43,12 @@ class Fact:
                 return rest[:1].upper() + rest[1:] if self.language == "de" else rest
         return self.topic
 
+    def fill(self, template: str, **fields) -> str:
+        """``template`` filled with this fact's {topic}, {topic_bare}, {q}, {a}, {doc_id} and
+        {evidence}; ``fields`` add to or override them."""
+        return template.format(**{"topic": self.topic, "topic_bare": self.topic_bare, "q": self.question,
+                                  "a": self.answer, "doc_id": self.doc_id, "evidence": self.evidence, **fields})
+
 
 def load_facts(workspace: Workspace, path: str | Path | None = None) -> list[Fact]:
     """The question bank of ``workspace`` (default ``<docs_dir>/questions.jsonl``), checked."""

@@ -17,15 +17,16 @@ import random
 
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     add_docs_dir_argument,
     build_arg_parser,
+    check_share,
+    entry_points,
     episode,
-    finish,
     language_plan,
     make_rng,
-    run_cli,
+    pick_template,
+    share_plan,
 )
 from mypt_lightning.generators.qa_bank import Fact, facts_by_language, format_context, load_facts, passage
 from mypt_lightning.system_prompts import CHAT_SYSTEM_PROMPTS
@@ -69,9 +70,14 @@ UNANSWERABLE_THINK = {
 }
 
 
-def _fmt(template: str, fact: Fact, doc_title: str, **extra) -> str:
-    return template.format(topic=fact.topic, topic_bare=fact.topic_bare, doc_id=fact.doc_id, title=doc_title,
-                           evidence=fact.evidence, q=fact.question, a=fact.answer, **extra)
+def cited_answer(content: str, fact: Fact, title: str, lang: str, rng: random.Random,
+                 think_share: float) -> tuple[dict, int | None]:
+    """An assistant message citing ``fact``'s document; in ``think_share`` of the draws it starts
+    with a think that names the source (the think's template index, else None)."""
+    if rng.random() >= think_share:
+        return {"role": "assistant", "content": content, "cite": fact.doc_id}, None
+    think, ti = pick_template(rng, THINK_TEMPLATES[lang])
+    return {"role": "assistant", "think": fact.fill(think, title=title), "content": content, "cite": fact.doc_id}, ti
 
 
 def _titles(docs, lang: str) -> str:
@@ -89,8 +95,8 @@ def make_record(ws: Workspace, facts: list[Fact], lang: str, rng: random.Random,
     """One phase 3 record and its (category, template id)."""
     system = rng.choice(CHAT_SYSTEM_PROMPTS)
     fact = rng.choice(facts)
-    qi = rng.randrange(len(QUESTION_TEMPLATES[lang]))
-    question = _fmt(QUESTION_TEMPLATES[lang][qi], fact, "")
+    question, qi = pick_template(rng, QUESTION_TEMPLATES[lang])
+    question = fact.fill(question)
     if unanswerable:
         docs = []
         for _ in range(rng.choice((1, 2))):
@@ -99,10 +105,10 @@ def make_record(ws: Workspace, facts: list[Fact], lang: str, rng: random.Random,
         context = "\n\n".join(format_context(d, t) for d, t in docs)
         assert fact.evidence not in context
         titles = _titles([d for d, _ in docs], lang)
-        ai = rng.randrange(len(UNANSWERABLE_ANSWERS[lang]))
-        answer = {"role": "assistant", "content": _fmt(UNANSWERABLE_ANSWERS[lang][ai], fact, "", titles=titles)}
+        content, ai = pick_template(rng, UNANSWERABLE_ANSWERS[lang])
+        answer = {"role": "assistant", "content": fact.fill(content, titles=titles)}
         if rng.random() < 0.7:
-            answer = {"role": "assistant", "think": _fmt(UNANSWERABLE_THINK[lang][0], fact, "", titles=titles), **answer}
+            answer = {"role": "assistant", "think": fact.fill(UNANSWERABLE_THINK[lang][0], titles=titles), **answer}
         template = f"unanswerable/{lang}/q{qi}/a{ai}/ctx{len(docs)}"
         category, doc_ids = "unanswerable", [d.doc_id for d, _ in docs]
     else:
@@ -114,13 +120,8 @@ def make_record(ws: Workspace, facts: list[Fact], lang: str, rng: random.Random,
         context = "\n\n".join(format_context(d, t) for d, t in parts)
         if fact.evidence not in context:
             raise AssertionError(f"{NAME}: evidence of {fact.doc_id} missing from its context")
-        ai = rng.randrange(len(ANSWER_TEMPLATES[lang]))
-        answer = {"role": "assistant", "content": _fmt(ANSWER_TEMPLATES[lang][ai], fact, doc.title), "cite": fact.doc_id}
-        ti = None
-        if rng.random() < 0.8:
-            ti = rng.randrange(len(THINK_TEMPLATES[lang]))
-            answer = {"role": "assistant", "think": _fmt(THINK_TEMPLATES[lang][ti], fact, doc.title),
-                      "content": answer["content"], "cite": fact.doc_id}
+        content, ai = pick_template(rng, ANSWER_TEMPLATES[lang])
+        answer, ti = cited_answer(fact.fill(content, title=doc.title), fact, doc.title, lang, rng, think_share=0.8)
         template = f"answerable/{lang}/q{qi}/a{ai}/t{ti}/ctx{len(parts)}"
         category, doc_ids = "answerable", [d.doc_id for d, _ in parts]
     record = episode(system, [{"role": "user", "content": question, "context": context}, answer], lang,
@@ -130,25 +131,20 @@ def make_record(ws: Workspace, facts: list[Fact], lang: str, rng: random.Random,
 
 def generate(num_examples: int, seed: int, language: str = "mixed", *, unanswerable_share: float = 0.15,
              docs_dir=None, de_share: float = DEFAULT_DE_SHARE) -> Generated:
-    if not 0.0 <= unanswerable_share <= 1.0:
-        raise ValueError(f"unanswerable_share must be in [0, 1], got {unanswerable_share}")
+    check_share("unanswerable_share", unanswerable_share)
     ws = Workspace(docs_dir)
     by_lang = facts_by_language(load_facts(ws))
     plan = language_plan(num_examples, language, make_rng(seed, NAME, "languages"), de_share)
     for lang in set(plan):
         if len({f.doc_id for f in by_lang.get(lang, [])}) < 3:
             raise ValueError(f"{NAME}: the workspace needs facts from at least 3 '{lang}' documents")
-    n_un = round(num_examples * unanswerable_share)
-    kinds = [True] * n_un + [False] * (num_examples - n_un)
-    make_rng(seed, NAME, "kinds").shuffle(kinds)
+    kinds = share_plan(num_examples, unanswerable_share, make_rng(seed, NAME, "kinds"))
     rng = make_rng(seed, NAME)
-    stats = GenerationStats(NAME)
-    records = []
+    out = Generated.empty(NAME)
     for lang, unanswerable in zip(plan, kinds):
         record, category, template = make_record(ws, by_lang[lang], lang, rng, unanswerable)
-        stats.add(record, category, template)
-        records.append(record)
-    return Generated(records, stats)
+        out.add(record, category, template)
+    return out
 
 
 def build_parser():
@@ -164,14 +160,7 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return finish(generate(args.num_examples, args.seed, args.language, unanswerable_share=args.unanswerable_share,
-                           docs_dir=args.docs_dir, de_share=args.de_share), args.output)
+main, cli = entry_points(build_parser, generate)
 
 
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
-
-
-__all__ = ["NAME", "build_parser", "cli", "generate", "main", "make_record"]
+__all__ = ["NAME", "build_parser", "cited_answer", "cli", "generate", "main", "make_record"]

@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import random
 import re
+from functools import partial
 
-from mypt_lightning.generators.agent import SUMMARY_ANSWER
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
-    GenerationStats,
     Generated,
     add_docs_dir_argument,
     build_arg_parser,
-    episode,
-    finish,
+    entry_points,
     language_plan,
     make_rng,
-    run_cli,
+    pick_template,
 )
 from mypt_lightning.generators.qa_bank import Fact, facts_by_language, load_facts
 from mypt_lightning.generators.tooluse import (
@@ -39,8 +37,10 @@ from mypt_lightning.generators.tooluse import (
     NO_TOOL_THINKS,
     ToolSession,
     Unsupported,
-    fact_think,
+    draw_supported,
+    evidence_rank,
     hit,
+    list_answer,
     no_tool_episode,
     question_query,
 )
@@ -52,7 +52,6 @@ NAME = "tool_episodes"
 PATTERNS = ("SEARCH_ANSWER", "SEARCH_GETDOC_ANSWER", "LIST_SELECT_SUMMARIZE", "ERROR_RECOVERY", "NO_TOOL")
 DEFAULT_WEIGHTS = {"SEARCH_ANSWER": 0.2, "SEARCH_GETDOC_ANSWER": 0.25, "LIST_SELECT_SUMMARIZE": 0.15,
                    "ERROR_RECOVERY": 0.2, "NO_TOOL": 0.2}
-MAX_ATTEMPTS = 50
 
 T = {  # phrasings, per language
     "ask": {"en": ["{q}", "Please find out: {q}", "Can you check our documents? {q}", "{q} Look it up, please."],
@@ -100,63 +99,47 @@ _BAD_DOMAINS = {"policy": ["policies", "Policy", "rules"], "setup": ["setups", "
 _BAD_ARGS = ["document", "id", "doc", "file", "document_id"]  # never "name": it collides with the tool name
 
 
-def _pick(rng: random.Random, options: list[str]) -> tuple[str, int]:
-    i = rng.randrange(len(options))
-    return options[i], i
-
-
-def _f(text: str, fact: Fact | None = None, **fields) -> str:
-    if fact is not None:
-        fields = {"topic": fact.topic, "topic_bare": fact.topic_bare, "q": fact.question, **fields}
-    return text.format(**fields)
-
-
 def _slug(title: str) -> str:
     """The id a user might guess from a title: "Die Hamburger Speicherstadt" -> "die-hamburger-speicherstadt"."""
     return re.sub(r"[^a-z0-9]+", "-", fold(title)).strip("-")
 
 
 def _search_answer(ws, fact, lang, rng):
-    user, ui = _pick(rng, T["ask"][lang])
-    s = ToolSession(ws, _f(user, fact))
-    think, ti = _pick(rng, T["think_search"][lang])
+    user, ui = pick_template(rng, T["ask"][lang])
+    s = ToolSession(ws, fact.fill(user))
+    think, ti = pick_template(rng, T["think_search"][lang])
     query = fact.query if rng.random() < 0.7 else question_query(fact.question)
-    result = s.call("workspace.search", {"query": query}, _f(think, fact))
-    found = hit(result, fact.doc_id)
-    if found is None or fact.evidence not in found[1]["snippet"]:
-        raise Unsupported("search snippet lacks the evidence")
-    answer_think, ai = fact_think(fact, fact.doc_id, lang, rng, rank=found[0])
-    s.answer(fact.answer, support=[fact.evidence], think=answer_think, cite=fact.doc_id)
+    result = s.call("workspace.search", {"query": query}, fact.fill(think))
+    ai = s.answer_fact(fact, lang, rng, rank=evidence_rank(result, fact, "search snippet lacks the evidence"))
     return s, f"SEARCH_ANSWER/{lang}/u{ui}/t{ti}/a{ai}"
 
 
 def _search_getdoc_answer(ws, fact, lang, rng):
     doc = ws.resolve(fact.doc_id)
     if rng.random() < 0.5:
-        user, ui = _pick(rng, T["ask_doc"][lang])
-        user, query, tag = _f(user, fact, title=doc.title), doc.title, "title"
+        user, ui = pick_template(rng, T["ask_doc"][lang])
+        user, query, tag = fact.fill(user, title=doc.title), doc.title, "title"
     else:
-        user, ui = _pick(rng, T["ask"][lang])
-        user, query, tag = _f(user, fact), fact.query, "q"
+        user, ui = pick_template(rng, T["ask"][lang])
+        user, query, tag = fact.fill(user), fact.query, "q"
     s = ToolSession(ws, user)
-    think, ti = _pick(rng, T["think_search_title" if tag == "title" else "think_search"][lang])
-    result = s.call("workspace.search", {"query": query}, _f(think, fact, title=doc.title))
+    think, ti = pick_template(rng, T["think_search_title" if tag == "title" else "think_search"][lang])
+    result = s.call("workspace.search", {"query": query}, fact.fill(think, title=doc.title))
     found = hit(result, fact.doc_id)
     if found is None or found[0] != 1:
         raise Unsupported("search did not rank the document first")
     if fact.evidence in found[1]["snippet"]:
         raise Unsupported("the snippet already answers")
-    open_think, oi = _pick(rng, T["think_open"][lang])
-    s.call("workspace.get_doc", {"doc_id": doc.doc_id}, _f(open_think, fact, doc_id=doc.doc_id))
-    answer_think, ai = fact_think(fact, doc.doc_id, lang, rng)
-    s.answer(fact.answer, support=[fact.evidence], think=answer_think, cite=doc.doc_id)
+    open_think, oi = pick_template(rng, T["think_open"][lang])
+    s.call("workspace.get_doc", {"doc_id": doc.doc_id}, fact.fill(open_think, doc_id=doc.doc_id))
+    ai = s.answer_fact(fact, lang, rng)
     return s, f"SEARCH_GETDOC_ANSWER/{lang}/{tag}/u{ui}/t{ti}/o{oi}/a{ai}"
 
 
 def _list_select_summarize(ws, fact, lang, rng):
     doc = ws.resolve(fact.doc_id)
     domain = DOMAIN_NAMES[lang][doc.domain]
-    user, ui = _pick(rng, T["ask_list"][lang])
+    user, ui = pick_template(rng, T["ask_list"][lang])
     s = ToolSession(ws, user.format(domain=domain, title=doc.title))
     listing = s.call("workspace.list_docs", {"domain": doc.domain})
     if not any(d["doc_id"] == doc.doc_id for d in listing["documents"]):
@@ -173,27 +156,25 @@ def _error_recovery(ws, fact, lang, rng):
     doc = ws.resolve(fact.doc_id)
     kind = rng.choice(("doc_id", "argument", "domain"))
     if kind == "doc_id":
-        user, ui = _pick(rng, T["ask_open"][lang])
-        s = ToolSession(ws, _f(user, fact, title=doc.title))
+        user, ui = pick_template(rng, T["ask_open"][lang])
+        s = ToolSession(ws, fact.fill(user, title=doc.title))
         bad = _slug(doc.title)
         error = s.call("workspace.get_doc", {"doc_id": bad}, T["think_guess"][lang][0], expect_error=True)
         if doc.doc_id not in error.get("suggestions", []):
             raise Unsupported("the error's suggestions do not include the document")
         s.call("workspace.get_doc", {"doc_id": doc.doc_id}, T["recover_id"][lang].format(bad=bad, doc_id=doc.doc_id))
-        answer_think, ai = fact_think(fact, doc.doc_id, lang, rng)
-        s.answer(fact.answer, support=[fact.evidence], think=answer_think, cite=doc.doc_id)
+        ai = s.answer_fact(fact, lang, rng)
         return s, f"ERROR_RECOVERY/{lang}/doc_id/u{ui}/a{ai}"
     if kind == "argument":
-        user, ui = _pick(rng, T["ask_summary"][lang])
+        user, ui = pick_template(rng, T["ask_summary"][lang])
         s = ToolSession(ws, user.format(doc_id=doc.doc_id))
         bad = rng.choice(_BAD_ARGS)
         s.call("workspace.summarize", {bad: doc.doc_id}, expect_error=True)
         result = s.call("workspace.summarize", {"doc_id": doc.doc_id}, T["recover_arg"][lang].format(bad=bad))
-        s.answer(SUMMARY_ANSWER[lang].format(title=doc.title, summary=result["summary"]),
-                 support=[result["summary"]], cite=doc.doc_id)
+        s.answer_summary(doc, result["summary"], lang)
         return s, f"ERROR_RECOVERY/{lang}/argument/u{ui}"
     domain = DOMAIN_NAMES[lang][doc.domain]
-    user, ui = _pick(rng, T["ask_domain"][lang])
+    user, ui = pick_template(rng, T["ask_domain"][lang])
     s = ToolSession(ws, user.format(domain=domain))
     bad = rng.choice(_BAD_DOMAINS[doc.domain])
     error = s.call("workspace.list_docs", {"domain": bad}, expect_error=True)
@@ -201,11 +182,8 @@ def _error_recovery(ws, fact, lang, rng):
         raise Unsupported("the error does not name the right domain")
     listing = s.call("workspace.list_docs", {"domain": doc.domain},
                      T["recover_domain"][lang].format(bad=bad, good=doc.domain))
-    titles = [d["title"] for d in listing["documents"]]
-    items = ", ".join(f"{d['title']} ({d['doc_id']})" for d in listing["documents"])
-    content = (f"There are {len(titles)} {domain} documents: {items}." if lang == "en"
-               else f"Es gibt {len(titles)} Dokumente zum Thema {domain}: {items}.")
-    s.answer(content, support=titles)
+    text, titles = list_answer(listing, lang, doc.domain, None)
+    s.answer(text, support=titles)
     return s, f"ERROR_RECOVERY/{lang}/domain/u{ui}"
 
 
@@ -253,23 +231,14 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, pattern_w
     plan = language_plan(num_examples, language, make_rng(seed, NAME, "languages"), de_share)
     patterns = pattern_plan(num_examples, pattern_weights or DEFAULT_WEIGHTS, make_rng(seed, NAME, "patterns"))
     rng = make_rng(seed, NAME)
-    stats = GenerationStats(NAME)
-    records = []
+    out = Generated.empty(NAME)
     for lang, pattern in zip(plan, patterns):
-        for _attempt in range(MAX_ATTEMPTS):
-            try:
-                messages, template = make_episode(ws, by_lang[lang], lang, pattern, rng)
-                break
-            except Unsupported as exc:
-                stats.reject(f"{pattern}: {exc.reason}")
-        else:
-            raise RuntimeError(f"{NAME}: no supported {pattern} episode in {MAX_ATTEMPTS} attempts")
+        make = partial(make_episode, ws, by_lang[lang], lang, pattern, rng)
+        messages, template = draw_supported(make, pattern, out.stats)
         steps = sum(1 for m in messages if m["role"] == "assistant_toolcall")
-        record = episode(rng.choice(AGENTIC_SYSTEM_PROMPTS), messages, lang, generator=NAME, category=pattern,
-                         pattern=pattern, template=template, tool_calls=steps)
-        stats.add(record, pattern, template)
-        records.append(record)
-    return Generated(records, stats)
+        out.add_episode(rng.choice(AGENTIC_SYSTEM_PROMPTS), messages, lang, category=pattern, template=template,
+                        pattern=pattern, tool_calls=steps)
+    return out
 
 
 def build_parser():
@@ -286,14 +255,7 @@ def build_parser():
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return finish(generate(args.num_examples, args.seed, args.language, pattern_weights=args.pattern_weights,
-                           docs_dir=args.docs_dir, de_share=args.de_share), args.output)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
+main, cli = entry_points(build_parser, generate)
 
 
 __all__ = ["DEFAULT_WEIGHTS", "NAME", "PATTERNS", "build_parser", "cli", "generate", "main", "make_episode",

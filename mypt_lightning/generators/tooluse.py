@@ -4,17 +4,20 @@
 is whatever ``Workspace.call`` returns for those arguments (never written by hand), and
 checks the final answer: every string the answer relies on (its *support*: an evidence
 sentence, a summary, listed titles) must occur in a successful tool result of the episode.
-An unsupported episode raises :class:`Unsupported`, and the generator draws another one.
+An unsupported episode raises :class:`Unsupported`, and the generator draws another one
+(:func:`draw_supported`).
 """
 
 from __future__ import annotations
 
 import random
 import re
+from typing import Callable, TypeVar
 
+from mypt_lightning.generators.common import GenerationStats, pick_template
 from mypt_lightning.generators.general_qa import general_question
 from mypt_lightning.generators.qa_bank import Fact
-from mypt_lightning.workspace import Workspace
+from mypt_lightning.workspace import Document, Workspace
 
 DOMAIN_NAMES = {
     "en": {"policy": "policy", "setup": "setup guide", "product": "product", "history": "history", "science": "science"},
@@ -22,6 +25,10 @@ DOMAIN_NAMES = {
            "science": "Wissenschaft"},
 }
 LANGUAGE_NAMES = {"en": {"en": "English", "de": "German"}, "de": {"en": "englische", "de": "deutsche"}}  # "Es gibt 5 deutsche Dokumente"
+SUMMARY_ANSWER = {"en": "Here is a summary of \"{title}\": {summary}", "de": "Zusammenfassung von „{title}“: {summary}"}
+MAX_ATTEMPTS = 50  # draws per episode before a generator gives up on its category
+
+_Episode = TypeVar("_Episode")
 
 
 class Unsupported(Exception):
@@ -84,6 +91,28 @@ class ToolSession:
             msg["cite"] = cite
         self.messages.append(msg)
 
+    def answer_fact(self, fact: Fact, lang: str, rng: random.Random, *, rank: int | None = None) -> int:
+        """Answer with ``fact`` (its evidence as support, its document cited) after a think that
+        quotes the evidence; returns the think's template index."""
+        think, index = fact_think(fact, fact.doc_id, lang, rng, rank=rank)
+        self.answer(fact.answer, support=[fact.evidence], think=think, cite=fact.doc_id)
+        return index
+
+    def answer_summary(self, doc: Document, summary: str, lang: str) -> None:
+        """Answer with the summary the summarize tool returned for ``doc``."""
+        self.answer(SUMMARY_ANSWER[lang].format(title=doc.title, summary=summary), support=[summary], cite=doc.doc_id)
+
+
+def draw_supported(make: Callable[[], _Episode], kind: str, stats: GenerationStats) -> _Episode:
+    """``make()`` until it builds an episode its tool results support; each rejection is counted
+    in ``stats`` under ``kind``, and ``MAX_ATTEMPTS`` rejections in a row are an error."""
+    for _attempt in range(MAX_ATTEMPTS):
+        try:
+            return make()
+        except Unsupported as exc:
+            stats.reject(f"{kind}: {exc.reason}")
+    raise RuntimeError(f"{stats.generator}: no supported {kind} episode in {MAX_ATTEMPTS} attempts")
+
 
 def hit(result: dict, doc_id: str) -> tuple[int, dict] | None:
     """(1-based rank, entry) of ``doc_id`` in a search result, or None."""
@@ -91,6 +120,15 @@ def hit(result: dict, doc_id: str) -> tuple[int, dict] | None:
         if entry["doc_id"] == doc_id:
             return rank, entry
     return None
+
+
+def evidence_rank(result: dict, fact: Fact, reason: str) -> int:
+    """The rank of ``fact``'s document in a search result whose snippet holds its evidence;
+    raises ``Unsupported(reason)`` when the search did not surface it."""
+    found = hit(result, fact.doc_id)
+    if found is None or fact.evidence not in found[1]["snippet"]:
+        raise Unsupported(reason)
+    return found[0]
 
 
 def question_query(question: str) -> str:
@@ -104,8 +142,8 @@ def no_tool_episode(language: str, rng: random.Random, thinks: dict[str, list[st
     msg: dict = {"role": "assistant", "content": answer}
     template = f"NO_TOOL/{language}/{qid}"
     if rng.random() < 0.5:
-        ti = rng.randrange(len(thinks[language]))
-        msg = {"role": "assistant", "think": thinks[language][ti], "content": answer}
+        think, ti = pick_template(rng, thinks[language])
+        msg = {"role": "assistant", "think": think, "content": answer}
         template += f"/t{ti}"
     return [{"role": "user", "content": question}, msg], template
 
@@ -128,8 +166,7 @@ def fact_think(fact: Fact, doc_id: str, lang: str, rng: random.Random, *, rank: 
                f"{doc_id} beantwortet die Frage: „{fact.evidence}“",
                f"Gefunden in {doc_id}" + (f" (Treffer {rank})" if rank else "") + f": „{fact.evidence}“"],
     }[lang]
-    i = rng.randrange(len(options))
-    return options[i], i
+    return pick_template(rng, options)
 
 
 def list_answer(result: dict, lang: str, domain: str | None, language: str | None) -> tuple[str, list[str]]:
@@ -149,9 +186,13 @@ def list_answer(result: dict, lang: str, domain: str | None, language: str | Non
 
 __all__ = [
     "DOMAIN_NAMES",
+    "MAX_ATTEMPTS",
     "NO_TOOL_THINKS",
+    "SUMMARY_ANSWER",
     "ToolSession",
     "Unsupported",
+    "draw_supported",
+    "evidence_rank",
     "fact_think",
     "hit",
     "list_answer",
