@@ -222,8 +222,13 @@ class TokenStream:
                 # inference mode only around the work: a `with` held across `yield` would leak
                 # into the consumer's code while the stream is suspended.
                 with torch.inference_mode():
-                    logits = model(step_input, kv_cache=cache) if cache is not None else model(ids)
-                    token = select_token(logits[0, -1], cfg, seen, generator)
+                    inputs = step_input if cache is not None else ids
+                    # Only the last position's logits are needed: the head (the largest
+                    # matmul of a small model) skips the rest of the prompt.
+                    last = torch.zeros(inputs.shape, dtype=torch.bool, device=device)
+                    last[:, -1] = True
+                    logits = model(inputs, kv_cache=cache, predict_mask=last)
+                    token = select_token(logits[-1], cfg, seen, generator)
                 self.tokens.append(token)
                 if token in stops:
                     self.stop_reason, self.stopped_on = "stop_token", token

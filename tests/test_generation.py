@@ -144,7 +144,7 @@ class ScriptedLM(nn.Module):
     def new_kv_cache(self, batch_size, max_seq_len):
         return SimpleNamespace(length=0)
 
-    def forward(self, ids, kv_cache=None):
+    def forward(self, ids, kv_cache=None, predict_mask=None):
         self.calls += 1
         end = ids.shape[1] + (kv_cache.length if kv_cache is not None else 0)
         if kv_cache is not None:
@@ -152,7 +152,7 @@ class ScriptedLM(nn.Module):
         k = end - self.prompt_len
         logits = torch.zeros(1, ids.shape[1], VOCAB_SIZE)
         logits[0, -1, self.script[k] if k < len(self.script) else 0] = 10.0
-        return logits
+        return logits if predict_mask is None else logits[predict_mask]  # as MyPT: (N, vocab)
 
 
 def run_script(script, prompt_len=4, block_size=64, **cfg):
