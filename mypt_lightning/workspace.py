@@ -135,6 +135,21 @@ def _load_documents(docs_dir: Path) -> list[Document]:
     return docs
 
 
+def result_strings(value) -> list[str]:
+    """Every string inside a tool result (nested dicts and lists).
+
+    >>> result_strings({"hits": [{"title": "A", "score": 1.0}], "note": "b"})
+    ['A', 'b']
+    """
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in result_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in result_strings(v)]
+    return []
+
+
 class Workspace:
     """BM25 search and document tools over a folder of documents. See the module docstring."""
 
@@ -380,4 +395,5 @@ class Workspace:
             return {"error": "internal error", "tool": tool_name, "detail": f"{type(exc).__name__}: {exc}"}
 
 
-__all__ = ["TOOL_NAMES", "Document", "ToolError", "Workspace", "WorkspaceLoadError", "default_docs_dir"]
+__all__ = ["TOOL_NAMES", "Document", "ToolError", "Workspace", "WorkspaceLoadError", "default_docs_dir",
+           "result_strings"]

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from mypt_lightning.special_tokens import ASSISTANT_CLOSE, EOT
+from mypt_lightning.workspace import result_strings
 from mypt_lightning.workspace_analysis import content_words
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -221,17 +222,6 @@ def content_overlap(text: str, sources: Iterable[str]) -> float:
     for s in sources:
         pool.update(content_words(s))
     return len(words & pool) / len(words)
-
-
-def result_strings(value) -> list[str]:
-    """Every string inside a tool result (nested dicts and lists)."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in result_strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in result_strings(v)]
-    return []
 
 
 def successful_results(steps) -> list[dict]:

@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 from mypt_lightning.generators.common import GenerationStats, pick_template
 from mypt_lightning.generators.general_qa import general_question
 from mypt_lightning.generators.qa_bank import Fact
-from mypt_lightning.workspace import Document, Workspace
+from mypt_lightning.workspace import Document, Workspace, result_strings
 
 DOMAIN_NAMES = {
     "en": {"policy": "policy", "setup": "setup guide", "product": "product", "history": "history", "science": "science"},
@@ -39,16 +39,6 @@ class Unsupported(Exception):
     @property
     def reason(self) -> str:
         return str(self.args[0]) if self.args else "unsupported"
-
-
-def _strings(value) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
 
 
 class ToolSession:
@@ -79,7 +69,7 @@ class ToolSession:
 
     def answer(self, content: str, *, support: list[str], think: str | None = None, cite: str | None = None) -> None:
         """The final answer; each ``support`` string must be in a successful tool result."""
-        texts = [s for r in self.results if "error" not in r for s in _strings(r)]
+        texts = [s for r in self.results if "error" not in r for s in result_strings(r)]
         for needed in support:
             if not any(needed in t for t in texts):
                 raise Unsupported("answer not supported by the tool results", needed)
