@@ -98,3 +98,19 @@ def test_experiment_cpu_demo_composes():
     assert cfg.model.n_layer == 4 and cfg.init_from is None
     assert cfg.data_mix.components is None
     assert list(cfg.logger) == ["csv"]
+
+
+def test_slurm_launcher_config_is_submitits_and_instantiates():
+    """`python run.py -m hydra/launcher=slurm ...` (docs/distributed.md): the submitit SLURM
+    launcher with our resources and the time-limit signal delay the preemption logic expects."""
+    from hydra.plugins.launcher import Launcher
+    from hydra.utils import get_class
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.tasks_per_node, launcher.signal_delay_s) == ("gpu", 8, 120)
+    # the plugin is installed (a dev dependency): the class the config names is a Hydra launcher
+    assert issubclass(get_class(launcher._target_), Launcher)
