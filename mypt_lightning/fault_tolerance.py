@@ -106,13 +106,20 @@ class Preemption:
             self._replace(scheduler_signal, on_scheduler_signal)
 
     def _replace(self, signum, handler) -> None:
-        self._replaced.append((signum, signal.getsignal(signum)))
+        self._replaced.append((signum, signal.getsignal(signum), handler))
         signal.signal(signum, handler)
 
     def uninstall(self) -> None:
-        """Put back the handlers :meth:`install` replaced (training is over)."""
-        for signum, previous in reversed(self._replaced):
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        """Put back the handlers :meth:`install` replaced, where ours is still in place.
+
+        Lightning's teardown at the end of ``fit`` already restores every signal to what it
+        was before ``fit``; putting back the handler we replaced (Lightning's) after that
+        would leave a stale handler behind, one that ignores SIGTERM: forked workers
+        started later (prepare_sft's pool) could then not be terminated.
+        """
+        for signum, previous, ours in reversed(self._replaced):
+            if signal.getsignal(signum) is ours:
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._replaced = []
 
     def hand_over(self) -> None:

@@ -62,6 +62,16 @@ def test_nonfinite_step_is_skipped_and_counted(dataset, tmp_path):
     assert all(v == v for s, v in losses.losses.items() if s != 3)
 
 
+def test_training_leaves_the_signal_handlers_as_it_found_them(dataset, tmp_path):
+    """A stale SIGTERM handler left behind by a finished run (in the same process: a
+    notebook, a Hydra multirun, the test suite) ignored SIGTERM, and prepare_sft's worker
+    pool, forked later, could not be terminated: the suite hung there."""
+    watched = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    before = {s: signal.getsignal(s) for s in watched}
+    train(compose_cfg(tiny_overrides(dataset, tmp_path / "run", **{"data.num_workers": 0, "train.max_steps": 2})))
+    assert {s: signal.getsignal(s) for s in watched} == before
+
+
 def test_too_many_nonfinite_steps_stop_with_step_batch_and_samples(dataset, tmp_path):
     cfg = compose_cfg(tiny_overrides(dataset, tmp_path / "run", **{
         "data.num_workers": 0, "train.max_consecutive_nonfinite": 2}))

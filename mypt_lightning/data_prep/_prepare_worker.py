@@ -33,6 +33,16 @@ def init_worker(options: dict[str, Any]) -> None:
     _STATE["tokenizer"] = get_tokenizer()
 
 
+def init_pool_worker(options: dict[str, Any]) -> None:
+    """Initializer of a forked pool process: :func:`init_worker`, and SIGTERM back to its
+    default. A fork inherits the parent's Python signal handlers; one that only records the
+    signal (a trainer's) would keep ``Pool.terminate()`` from ending the worker."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    init_worker(options)
+
+
 def read_lines(path: str, start: int, length: int, first_line: int) -> list[tuple[int, bytes]]:
     """The non-blank lines of a byte range, with their line numbers."""
     with open(path, "rb") as handle:

@@ -202,7 +202,7 @@ def _pass1(cfg: PrepareConfig, paths: list[Path], store: _Store, errors: ErrorLo
     pool = None
     if workers > 1:
         context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        pool = context.Pool(workers, initializer=worker.init_worker, initargs=(options,))
+        pool = context.Pool(workers, initializer=worker.init_pool_worker, initargs=(options,))
     else:
         worker.init_worker(options)
     try:
