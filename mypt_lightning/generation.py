@@ -30,7 +30,7 @@ dry runs). The agent loop and the gates only talk to policies.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from data_modules.collate import make_training_example
-from mypt_lightning.checkpoint import CheckpointError, load_model
+from mypt_lightning.checkpoint import load_model
 from mypt_lightning.protocol import toolcall_json
 from mypt_lightning.special_tokens import SPECIAL_TOKENS, VOCAB_SIZE
 

@@ -255,11 +255,6 @@ def explain(checks: dict[str, bool], reasons: dict[str, str]) -> str:
     return "; ".join(f"{name}: {reasons.get(name, 'failed')}" for name, ok in checks.items() if not ok)
 
 
-__all__ = ["Case", "CaseResult", "Criterion", "Gate", "GateContext", "GateResult", "closes_cleanly",
-           "cites_a_result", "content_overlap", "explain", "interleave", "normalize", "rate", "result_strings",
-           "subsample", "successful_results"]
-
-
 def run_agent_case(case, ctx, judge, *, max_steps: int, max_new_tokens: int):
     """Run ``case``'s first user message through the real agent loop and ``judge`` the turn
     (phases 5 and 6). The judge gets the rendered prompt and everything the agent added."""
@@ -273,3 +268,29 @@ def run_agent_case(case, ctx, judge, *, max_steps: int, max_new_tokens: int):
     prompt_len = len(build_prompt({"system": case.system, "messages": [msg]}, tokenizer=ctx.tok))
     return judge(case, turn, ctx.render(session.tokens[:prompt_len]), ctx.render(session.tokens[prompt_len:]),
                  ctx.tok)
+
+
+def run_single_turn_case(case, ctx, judge, *, max_new_tokens: int):
+    """Generate one answer to ``case``'s prompt and ``judge`` its tokens (phases 2 and 3)."""
+    from mypt_lightning.protocol import build_prompt
+
+    prompt = build_prompt({"system": case.system, "messages": case.messages}, tokenizer=ctx.tok)
+    gen = ctx.policy(prompt, max_new_tokens=max_new_tokens)
+    return judge(case, gen.tokens, ctx.render(prompt), ctx.tok)
+
+
+def agent_case_result(case, prompt_text: str, output_text: str, turn, checks: dict[str, bool],
+                      reasons: dict[str, str], tok) -> CaseResult:
+    """The CaseResult of an agent turn (phases 5 and 6): passed when every check holds; the
+    details keep the answer, the cite, every tool step and the raw generations."""
+    steps = [{"name": s.name, "arguments": s.arguments, "think": s.think, "error": s.error, "result": s.result}
+             for s in turn.steps]
+    return CaseResult(case.id, case.category, case.language, prompt_text, output_text, all(checks.values()), checks,
+                      explain(checks, reasons), {"answer": turn.answer, "cite": turn.cite, "steps": steps,
+                                                 "stop_reason": turn.stop_reason, "fallback": turn.fallback,
+                                                 "generations": [g.text(tok) for g in turn.generations]})
+
+
+__all__ = ["Case", "CaseResult", "Criterion", "Gate", "GateContext", "GateResult", "agent_case_result",
+           "closes_cleanly", "cites_a_result", "content_overlap", "explain", "interleave", "normalize", "rate",
+           "result_strings", "run_agent_case", "run_single_turn_case", "subsample", "successful_results"]

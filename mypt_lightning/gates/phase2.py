@@ -9,8 +9,18 @@ whitespace removed, equals the expected string exactly (case and punctuation cou
 
 from __future__ import annotations
 
-from mypt_lightning.gates.base import Case, CaseResult, Criterion, Gate, GateContext, closes_cleanly, explain, rate
-from mypt_lightning.protocol import build_prompt, parse_assistant_output
+from mypt_lightning.gates.base import (
+    Case,
+    CaseResult,
+    Criterion,
+    Gate,
+    GateContext,
+    closes_cleanly,
+    explain,
+    rate,
+    run_single_turn_case,
+)
+from mypt_lightning.protocol import parse_assistant_output
 
 NUM_CASES = 60
 SEED = 20250  # fixed: the gate's case list never changes between runs
@@ -38,9 +48,7 @@ class Phase2Gate(Gate):
         return out
 
     def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
-        prompt = build_prompt({"system": case.system, "messages": case.messages}, tokenizer=ctx.tok)
-        gen = ctx.policy(prompt, max_new_tokens=MAX_NEW_TOKENS)
-        return judge(case, gen.tokens, ctx.render(prompt), ctx.tok)
+        return run_single_turn_case(case, ctx, judge, max_new_tokens=MAX_NEW_TOKENS)
 
     def metrics(self, results: list[CaseResult]) -> dict[str, float]:
         out = super().metrics(results)

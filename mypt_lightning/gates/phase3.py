@@ -30,9 +30,10 @@ from mypt_lightning.gates.base import (
     explain,
     normalize,
     rate,
+    run_single_turn_case,
 )
 from mypt_lightning.gates.language import same_language
-from mypt_lightning.protocol import build_prompt, parse_assistant_output
+from mypt_lightning.protocol import parse_assistant_output
 from mypt_lightning.special_tokens import SYSTEM_OPEN, USER_OPEN
 from mypt_lightning.system_prompts import CHAT_SYSTEM_PROMPT
 
@@ -123,9 +124,7 @@ class Phase3Gate(Gate):
         return out + cite_cases(workspace)
 
     def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
-        prompt = build_prompt({"system": case.system, "messages": case.messages}, tokenizer=ctx.tok)
-        gen = ctx.policy(prompt, max_new_tokens=MAX_NEW_TOKENS)
-        return judge(case, gen.tokens, ctx.render(prompt), ctx.tok)
+        return run_single_turn_case(case, ctx, judge, max_new_tokens=MAX_NEW_TOKENS)
 
     def metrics(self, results: list[CaseResult]) -> dict[str, float]:
         out = super().metrics(results)

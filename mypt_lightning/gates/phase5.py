@@ -24,16 +24,16 @@ from __future__ import annotations
 import random
 
 from mypt_lightning.gates.base import (
-    run_agent_case,
     Case,
     CaseResult,
     Criterion,
     Gate,
     GateContext,
+    agent_case_result,
     cites_a_result,
-    explain,
     interleave,
     rate,
+    run_agent_case,
 )
 from mypt_lightning.special_tokens import TOOLCALL_OPEN
 from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT
@@ -144,12 +144,7 @@ def judge(case: Case, turn, prompt_text: str, output_text: str, tok) -> CaseResu
             checks["grounded_cite"] = turn.completed and cites_a_result(turn.cite, turn.steps)
             reasons["grounded_cite"] = (f"final answer cites {turn.cite!r}, not a document from the tool results"
                                         if turn.completed else f"no final answer ({turn.stop_reason})")
-    steps = [{"name": s.name, "arguments": s.arguments, "think": s.think, "error": s.error, "result": s.result}
-             for s in turn.steps]
-    return CaseResult(case.id, case.category, case.language, prompt_text, output_text, all(checks.values()), checks,
-                      explain(checks, reasons), {"answer": turn.answer, "cite": turn.cite, "steps": steps,
-                                                 "stop_reason": turn.stop_reason, "fallback": turn.fallback,
-                                                 "generations": [g.text(tok) for g in turn.generations]})
+    return agent_case_result(case, prompt_text, output_text, turn, checks, reasons, tok)
 
 
 GATE = Phase5Gate()

@@ -22,18 +22,18 @@ from __future__ import annotations
 import random
 
 from mypt_lightning.gates.base import (
-    run_agent_case,
     Case,
     CaseResult,
     Criterion,
     Gate,
     GateContext,
+    agent_case_result,
     cites_a_result,
     content_overlap,
-    explain,
     interleave,
     rate,
     result_strings,
+    run_agent_case,
     successful_results,
 )
 from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT
@@ -115,12 +115,7 @@ def judge(case: Case, turn, prompt_text: str, output_text: str, tok) -> CaseResu
         "think": "a tool call without a <myPT_think> before it" if turn.steps else "no tool calls",
         "cite": f"cite {turn.cite!r} names no document from the tool results",
     }
-    steps = [{"name": s.name, "arguments": s.arguments, "think": s.think, "error": s.error, "result": s.result}
-             for s in turn.steps]
-    return CaseResult(case.id, case.category, case.language, prompt_text, output_text, all(checks.values()), checks,
-                      explain(checks, reasons), {"answer": turn.answer, "cite": turn.cite, "steps": steps,
-                                                 "stop_reason": turn.stop_reason, "fallback": turn.fallback,
-                                                 "generations": [g.text(tok) for g in turn.generations]})
+    return agent_case_result(case, prompt_text, output_text, turn, checks, reasons, tok)
 
 
 GATE = Phase6Gate()
