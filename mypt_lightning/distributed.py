@@ -68,7 +68,6 @@ class MyPTFSDPStrategy(FSDPStrategy):
                 # The strategy checkpoints every Block already; the model's own switch
                 # would recompute each block a second time in backward.
                 transformer.config.activation_checkpointing = False
-            device = self.root_device if self.root_device.type != "cpu" else torch.device("cpu")
             if compiled:
                 # Compiling the whole FSDP-wrapped model fails in dynamo ("attempting to
                 # assign a gradient of size [n] to a tensor of size [2n]": FSDP swaps flat
@@ -82,7 +81,7 @@ class MyPTFSDPStrategy(FSDPStrategy):
                 cpu_offload=self.cpu_offload,
                 mixed_precision=self.mixed_precision_config,
                 sharding_strategy=self.sharding_strategy,
-                device_id=device,
+                device_id=self.root_device,  # also on CPU, where Lightning's parent passes None
                 **self.kwargs,
             )
         # The parent sees the wrapped transformer, skips its own root wrap and applies
@@ -106,7 +105,6 @@ class MyPTFSDPStrategy(FSDPStrategy):
             f"{precision.param_dtype if precision else torch.float32}"
         )
 
-
     def save_checkpoint(self, checkpoint: dict, filepath, storage_options=None) -> None:
         if self._state_dict_type != "sharded":  # one file, written atomically by Lightning
             return super().save_checkpoint(checkpoint, filepath, storage_options)
@@ -126,22 +124,22 @@ class MyPTFSDPStrategy(FSDPStrategy):
         self.barrier("mypt_ckpt_in_place")
 
 
-def fsdp_strategy_kwargs(
+def fsdp_strategy(
     sharding_strategy: str = "FULL_SHARD",
     activation_checkpointing: bool = True,
     state_dict_type: str = "sharded",
     limit_all_gathers: bool = True,
     cpu_offload: bool = False,
-) -> dict:
-    """Keyword arguments of the FSDP strategy for our model: one FSDP unit (and one
-    activation-checkpointing unit) per :class:`~mypt_lightning.model.Block`.
+) -> MyPTFSDPStrategy:
+    """The strategy of ``trainer=fsdp``: one FSDP unit (and one activation-checkpointing
+    unit) per :class:`~mypt_lightning.model.Block`.
 
-    >>> sorted(fsdp_strategy_kwargs())[:2]
-    ['activation_checkpointing_policy', 'auto_wrap_policy']
+    >>> type(fsdp_strategy(activation_checkpointing=False)).__name__
+    'MyPTFSDPStrategy'
     """
     from mypt_lightning.model import Block
 
-    return dict(
+    return MyPTFSDPStrategy(
         auto_wrap_policy={Block},
         activation_checkpointing_policy={Block} if activation_checkpointing else None,
         sharding_strategy=sharding_strategy,
@@ -149,15 +147,6 @@ def fsdp_strategy_kwargs(
         limit_all_gathers=limit_all_gathers,
         cpu_offload=cpu_offload,
     )
-
-
-def fsdp_strategy(**kwargs) -> MyPTFSDPStrategy:
-    """The strategy of ``trainer=fsdp``; takes the arguments of :func:`fsdp_strategy_kwargs`.
-
-    >>> type(fsdp_strategy(activation_checkpointing=False)).__name__
-    'MyPTFSDPStrategy'
-    """
-    return MyPTFSDPStrategy(**fsdp_strategy_kwargs(**kwargs))
 
 
 def export_final_model(trainer, module, export_dir, extra: dict | None = None) -> None:

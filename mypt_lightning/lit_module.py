@@ -164,8 +164,7 @@ class MyPTLitModule(L.LightningModule):
         scale = self._loss_scale(batch)
 
         # Skip the DDP all-reduce on all but the last micro-batch of the step. Not under
-        # FSDP: its no_sync() must be entered outside the root forward (Lightning runs
-        # training_step inside it), and it would keep unsharded gradients anyway, which
+        # FSDP: no_sync() there keeps every gradient unsharded until the step ends, which
         # defeats the memory saving; FSDP reduce-scatters every micro-batch instead.
         block_sync = None if self._is_fsdp() else getattr(self.trainer.strategy, "block_backward_sync", None)
         sync_ctx = block_sync() if (block_sync is not None and not last_micro) else nullcontext()
@@ -309,13 +308,11 @@ class MyPTLitModule(L.LightningModule):
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mypt_model_config"] = asdict(self.model_config)
-        rng = _capture_rng_state()
         checkpoint["mypt_train_state"] = {
             "micro_step": self._micro_step,
             "skipped_steps": self.skipped_steps,
-            "rng": rng,
             # Every rank calls this hook; rank 0 writes the file, so it collects all streams.
-            "rng_per_rank": _gather_from_ranks(rng),
+            "rng_per_rank": _gather_from_ranks(_capture_rng_state()),
         }
         for logger in self.loggers:
             run_id = getattr(logger, "version", None)
@@ -326,13 +323,11 @@ class MyPTLitModule(L.LightningModule):
         state = checkpoint.get("mypt_train_state", {})
         self._micro_step = int(state.get("micro_step", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        per_rank = state.get("rng_per_rank")
-        if per_rank and len(per_rank) == self.trainer.world_size:
+        per_rank = state.get("rng_per_rank") or ([state["rng"]] if "rng" in state else [])  # "rng": older files
+        if len(per_rank) == self.trainer.world_size:
             self._pending_rng = per_rank[self.global_rank]
-        elif self.trainer.world_size == 1 or self.global_rank == 0:
-            self._pending_rng = state.get("rng")
-        else:  # resumed on a different number of ranks: fresh per-rank streams
-            self._pending_rng = None
+        else:  # resumed on a different number of ranks: rank 0 continues, the others start fresh streams
+            self._pending_rng = per_rank[0] if per_rank and self.global_rank == 0 else None
 
     def on_train_start(self) -> None:
         self.preemption.install(self.trainer)
