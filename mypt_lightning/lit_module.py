@@ -5,7 +5,7 @@ whole optimizer step: every gradient-accumulation micro-batch and every rank. A
 per-micro-batch mean would weigh a micro-batch with 10 supervised tokens as much as
 one with 10,000. To get the exact step-level ratio we use manual optimization:
 
-    micro-batch k:   backward( sum_k(w * nll) / C )          C: a fixed scale (tokens per step)
+    micro-batch k:   backward( sum_k(w * nll) / C )          C: one constant for the run (_loss_scale)
     end of step:     grads *= C * world_size / W_step         W_step = sum(w) over micro-batches and ranks
                                                               (DDP averages gradients, hence world_size)
 
@@ -151,17 +151,24 @@ class MyPTLitModule(L.LightningModule):
         optimizer, scheduler = build_optimizer(self.model, self.optim_config, self.hparams.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _loss_scale(self, batch: dict) -> float:
-        # A fixed normaliser of the right order of magnitude keeps bf16 gradients in range;
-        # it cancels exactly at the end of the step.
-        return float(batch["input_ids"].numel() * self.accumulate)
+    def _loss_scale(self) -> float:
+        """The normaliser C of every micro-batch's backward: tokens of one micro-batch row at
+        the model's context, times the micro-batches of a step.
+
+        It must be the same for every micro-batch of a step and on every rank, because the
+        end-of-step correction multiplies the summed gradient by one ``C``. A per-batch
+        quantity (the padded width of THIS micro-batch, say) would weigh micro-batches of
+        different widths differently, and make ranks apply different updates. Its size only
+        keeps low-precision gradients in range; it cancels exactly.
+        """
+        return float(self.model_config.block_size * self.accumulate)
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> None:
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         last_micro = self._micro_step == self.accumulate - 1
-        scale = self._loss_scale(batch)
+        scale = self._loss_scale()
 
         # Skip the DDP all-reduce on all but the last micro-batch of the step. Not under
         # FSDP: no_sync() there keeps every gradient unsharded until the step ends, which

@@ -25,3 +25,26 @@ class RecordRNGState(L.Callback):
         with open(os.path.join(self.directory, f"rng_rank{trainer.global_rank}"), "w") as f:
             f.write(digest)
         self.done = True
+
+
+class SaveRankParameters(L.Callback):
+    """At the end of training, save this rank's parameters to ``<directory>/params_rank<r>.pt``
+    (to compare the replicas of a data-parallel run bit for bit)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def on_train_end(self, trainer, pl_module):
+        state = {name: p.detach().cpu().clone() for name, p in pl_module.model.named_parameters()}
+        torch.save(state, os.path.join(self.directory, f"params_rank{trainer.global_rank}.pt"))
+
+
+class RecordBatchWidths(L.Callback):
+    """Append ``rank step width`` per training micro-batch to ``<directory>/widths_rank<r>``."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        with open(os.path.join(self.directory, f"widths_rank{trainer.global_rank}"), "a") as f:
+            f.write(f"{trainer.global_step} {batch['input_ids'].shape[1]}\n")

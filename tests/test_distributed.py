@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,6 +65,43 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(tmp_path):
         "data.batch_size": 1, "trainer.devices": 2, "trainer.strategy": "ddp",
     })
     assert "distributed_backend=gloo" in ddp.stdout + ddp.stderr
+    assert_same_as_single_process(tmp_path / "single", tmp_path / "ddp")
+
+
+def write_unpacked_dataset(path: Path, episodes: dict[str, int], seed: int = 0) -> Path:
+    """Unpacked episodes of very different lengths, so dynamically padded batches differ in width."""
+    from data_modules import DatasetWriter
+
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(path, weighted=True, packed=False, block_size=64) as writer:
+        for split, count in episodes.items():
+            out = writer.split(split)
+            for _ in range(count):
+                n = int(rng.choice([6, 10, 24, 40, 63]))
+                weights = (rng.random(n) > 0.3).astype(np.float32) * rng.choice([1.0, 2.0], size=n)
+                weights[-1] = 2.0  # every episode supervises something
+                out.add_episode(rng.integers(0, 50000, size=n), weights)
+    return path
+
+
+def test_ddp_ranks_with_batches_of_different_widths_stay_identical(tmp_path):
+    """Unpacked data: each rank pads its micro-batches to their own width. The replicas end
+    bit-identical, and equal to one process with the doubled batch (the step normaliser
+    is one constant, not a per-batch width). In float64 (norms and RoPE stay float32), so
+    that Adam does not amplify the rounding of differently shaped matmuls past the tolerance."""
+    dataset = write_unpacked_dataset(tmp_path / "data", {"train": 48, "val": 4}, seed=11)
+    float64 = {"trainer.precision": "64-true"}
+    probes = {"+callbacks.params._target_": "probes.SaveRankParameters", "+callbacks.params.directory": str(tmp_path),
+              "+callbacks.widths._target_": "probes.RecordBatchWidths", "+callbacks.widths.directory": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    run_training(dataset, tmp_path / "single", **{"data.batch_size": 2, **float64})
+    run_training(dataset, tmp_path / "ddp", launch=lambda args, _: one_process(args, env), **{
+        "data.batch_size": 1, "trainer.devices": 2, "trainer.strategy": "ddp", **probes, **float64})
+    widths = [(tmp_path / f"widths_rank{r}").read_text().split("\n") for r in (0, 1)]
+    assert sum(a != b for a, b in zip(*widths)) >= 4, widths  # the ranks' micro-batches differ in width
+    rank0, rank1 = (torch.load(tmp_path / f"params_rank{r}.pt", weights_only=True) for r in (0, 1))
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
     assert_same_as_single_process(tmp_path / "single", tmp_path / "ddp")
 
 

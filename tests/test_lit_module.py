@@ -28,10 +28,16 @@ def make_rows(n: int, length: int = 12, seed: int = 0) -> list[dict]:
 
 
 def collate(rows: list[dict]) -> dict:
+    """Right-pad rows of any lengths to the longest (dynamic padding, as the DataModule does)."""
+    width = max(len(r["input_ids"]) for r in rows)
+
+    def padded(key: str, fill) -> torch.Tensor:
+        return torch.stack([F.pad(r[key], (0, width - len(r[key])), value=fill) for r in rows])
+
     return {
-        "input_ids": torch.stack([r["input_ids"] for r in rows]),
-        "labels": torch.stack([r["labels"] for r in rows]),
-        "loss_weights": torch.stack([r["loss_weights"] for r in rows]),
+        "input_ids": padded("input_ids", 0),
+        "labels": padded("labels", 0),
+        "loss_weights": padded("loss_weights", 0.0),
         "seq_lengths": torch.tensor([len(r["input_ids"]) for r in rows]),
         "sample_ids": torch.tensor([r["sample_id"] for r in rows]),
         "packed": False,
@@ -63,26 +69,33 @@ class CaptureLoss(L.pytorch.loggers.logger.Logger):
         pass
 
 
-def run_one_step(batches: list[dict], accumulate: int, init_state: dict) -> tuple[dict, float]:
+def run_steps(batches: list[dict], accumulate: int, init_state: dict, steps: int = 1, precision="32-true"):
+    """Train ``steps`` optimizer steps on ``batches`` (``accumulate`` micro-batches each);
+    returns the per-step gradients, the per-step train/loss and the trained module."""
     module = MyPTLitModule(
         model=CONFIG.to_dict(),
         optim={"lr": 1e-3, "warmup_steps": 0, "grad_clip": 0.0},
-        max_steps=1,
+        max_steps=steps,
         accumulate_grad_batches=accumulate,
     )
     module.configure_model()
     module.model.load_state_dict(init_state)
     grads, logger = CaptureGrads(), CaptureLoss()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=1, logger=logger, callbacks=[grads],
+        accelerator="cpu", devices=1, max_steps=steps, logger=logger, callbacks=[grads], precision=precision,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False,
     )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
-    assert trainer.global_step == 1
-    loss = [m["train/loss"] for _, m in logger.rows if "train/loss" in m]
-    assert len(loss) == 1
-    return grads.grads[0], loss[0]
+    assert trainer.global_step == steps
+    losses = [m["train/loss"] for _, m in logger.rows if "train/loss" in m]
+    assert len(losses) == steps
+    return grads.grads, losses, module
+
+
+def run_one_step(batches: list[dict], accumulate: int, init_state: dict) -> tuple[dict, float]:
+    grads, losses, _ = run_steps(batches, accumulate, init_state, steps=1)
+    return grads[0], losses[0]
 
 
 def reference_loss(model: MyPT, rows: list[dict]) -> torch.Tensor:
@@ -114,6 +127,34 @@ def test_accumulated_micro_batches_equal_one_big_batch():
     for name, param in model.named_parameters():
         torch.testing.assert_close(grads_big[name], param.grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(grads_acc[name], param.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("accumulate", [2, 3, 4])
+def test_accumulating_micro_batches_of_different_widths_equals_one_batch(accumulate):
+    """Dynamic padding gives every micro-batch its own width; the step's normaliser must not
+    depend on it. Three steps: the losses of every step and the trained weights equal those
+    of one batch per step holding the same samples (dropout and NEFTune off: tiny config)."""
+    torch.manual_seed(3)
+    init = MyPT(CONFIG).state_dict()
+    steps, per_micro = 3, 2
+    per_step = accumulate * per_micro
+    lengths = [5, 40, 9, 23, 60, 7, 31, 14]  # widths differ from micro-batch to micro-batch
+    rows = [make_rows(1, length=lengths[i % len(lengths)], seed=100 + i)[0] for i in range(steps * per_step)]
+    step_rows = [rows[s * per_step:(s + 1) * per_step] for s in range(steps)]
+    micro = [collate(r[i:i + per_micro]) for r in step_rows for i in range(0, per_step, per_micro)]
+    for s in range(steps):  # really different widths inside every step
+        assert len({b["input_ids"].shape[1] for b in micro[s * accumulate:(s + 1) * accumulate]}) > 1
+    _, losses_big, big = run_steps([collate(r) for r in step_rows], 1, init, steps=steps, precision="64-true")
+    _, losses_acc, acc = run_steps(micro, accumulate, init, steps=steps, precision="64-true")
+    assert next(acc.model.parameters()).dtype == torch.float64
+
+    model = MyPT(CONFIG)
+    model.load_state_dict(init)
+    model.eval()
+    assert losses_big[0] == pytest.approx(reference_loss(model, step_rows[0]).item(), rel=1e-5)
+    assert losses_acc == pytest.approx(losses_big, rel=1e-5)
+    for (name, pa), (_, pb) in zip(acc.model.named_parameters(), big.model.named_parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_stop_token_weights_change_the_loss_as_specified():
