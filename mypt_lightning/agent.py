@@ -15,6 +15,8 @@ Everything the model gets wrong becomes a tool result it can read and recover fr
 never an exception and never an endless loop:
 
     malformed JSON / no "name"      {"error": "invalid toolcall JSON", "detail": ..., "expected": ...}
+    hostile JSON (too deep, huge    the same (parsed by jsonio.loads_strict)
+      number, duplicate key, NaN)
     unknown tool, bad arguments     the workspace's own error object (Workspace.call never raises)
     the same call again this turn   {"error": "repeated call", ...}   (not executed again)
     tools disabled (plain chat)     {"error": "tools are not available in this conversation"}
@@ -264,8 +266,9 @@ class AgentSession:
         name = arguments = None
         if parsed.toolcall is None:
             error = "invalid_json"
-            result = {"error": "invalid toolcall JSON", "detail": parsed.toolcall_error or "no JSON object found",
-                      "expected": TOOLCALL_EXAMPLE}
+            # hostile JSON too (deep nesting, huge numbers, duplicate keys): the model reads why and retries
+            detail = (parsed.toolcall_error or "no JSON object found").removeprefix("invalid toolcall JSON: ")
+            result = {"error": "invalid toolcall JSON", "detail": detail, "expected": TOOLCALL_EXAMPLE}
         else:
             name, arguments = parsed.toolcall["name"], parsed.toolcall["arguments"]
             key = json.dumps({"name": name, **arguments}, sort_keys=True, ensure_ascii=False)

@@ -23,12 +23,12 @@ Strings with lone surrogates are errors (tiktoken would silently turn them into 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
 from mypt_lightning.errors import UserError
+from mypt_lightning.jsonio import loads_strict
 
 ROLES = ("user", "assistant_context", "assistant", "assistant_toolcall", "toolresult")
 # field -> required?  ("role" is implied)
@@ -60,11 +60,9 @@ def validate_episode(record: Any, *, where: str = "") -> None:
 
 
 def parse_episode_line(line: str | bytes, *, where: str = "") -> dict:
-    """One JSONL line -> a validated record; bad JSON is an EpisodeError like any other."""
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EpisodeError(where, "", f"invalid JSON: {exc}") from None
+    """One JSONL line -> a validated record; bad or hostile JSON (``jsonio.loads_strict``) is
+    an EpisodeError like any other."""
+    record = loads_strict(line, where)
     validate_episode(record, where=where)
     return record
 

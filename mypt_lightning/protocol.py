@@ -61,6 +61,7 @@ from mypt_lightning.episode_schema import (
     validate_episode,
     validate_prompt,
 )
+from mypt_lightning.jsonio import loads_strict
 from mypt_lightning.special_tokens import (
     ASSISTANT_CLOSE,
     ASSISTANT_CONTEXT_CLOSE,
@@ -295,7 +296,8 @@ def _pieces(text_or_ids, tokenizer) -> list[int | str]:
 def parse_assistant_output(text_or_ids: str | Iterable[int], tokenizer=None) -> AssistantOutput:
     """Parse generated text/ids that follow the prompt's ``<myPT_assistant>`` (a leading
     opener is skipped). Stops at ``</myPT_assistant>``, ``<myPT_eot>`` or ``<|endoftext|>``.
-    Unclosed think/cite/toolcall spans run to the end. Never raises on malformed output."""
+    Unclosed think/cite/toolcall spans run to the end. Never raises on malformed output: a
+    toolcall that is not a strict JSON object with a string "name" sets ``toolcall_error``."""
     out = AssistantOutput(answer="")
     answer: list[str] = []
     spans = {THINK_OPEN: (THINK_CLOSE, "think"), CITE_OPEN: (CITE_CLOSE, "cite"),
@@ -325,14 +327,17 @@ def parse_assistant_output(text_or_ids: str | Iterable[int], tokenizer=None) -> 
     out.answer = "".join(answer)
     out.think, out.cite = found.get("think"), found.get("cite")
     if "toolcall" in found:
+        # the model's text is untrusted: deep nesting, huge numbers, duplicate keys, NaN are errors
         try:
-            call = json.loads(found["toolcall"])
-            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-                raise ValueError('expected a JSON object with a string "name"')
+            call = loads_strict(found["toolcall"])
+        except EpisodeError as exc:
+            out.toolcall_error = f"invalid toolcall JSON: {exc.reason.removeprefix('invalid JSON: ')}"
+            return out
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            out.toolcall_error = 'invalid toolcall JSON: expected a JSON object with a string "name"'
+        else:
             name = call.pop("name")
             out.toolcall = {"name": name, "arguments": call}
-        except ValueError as exc:
-            out.toolcall_error = f"invalid toolcall JSON: {exc}"
     return out
 
 

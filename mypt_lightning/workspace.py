@@ -18,18 +18,29 @@ Folder layout: ``index.json`` (``{"documents": [{"doc_id", "title", "language", 
 "file"}]}``) beside the document files. A folder without ``index.json`` is read as every
 ``*.md``/``*.txt`` file, id = file stem, title = first heading line (or the stem).
 Results are deterministic: ties are broken by doc id, scores rounded to 4 decimals.
+
+Confinement: the workspace serves only what is inside its folder. A document (or manifest)
+whose real path (symlinks resolved) lies outside the folder, a manifest entry with ``../``
+or an absolute path that leads out, a non-regular file (FIFO, socket, device, folder) and a
+file over MAX_DOC_BYTES are skipped, each with one ``[mypt] workspace: skipped ...`` line on
+stderr (and listed in ``Workspace.skipped``). A document that is not UTF-8 is a
+WorkspaceLoadError naming the file and byte offset. Nothing here writes to disk.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import re
+import stat
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mypt_lightning.episode_schema import EpisodeError
+from mypt_lightning.jsonio import loads_strict
 from mypt_lightning.workspace_analysis import (
     Decompounder,
     char_ngrams,
@@ -46,6 +57,7 @@ MAX_TOP_K = 20
 MAX_QUERY_CHARS = 500
 MAX_SUMMARY_TEXT_CHARS = 50_000
 SNIPPET_CHARS = 320
+MAX_DOC_BYTES = 10 * 2**20  # a larger file is skipped: the index is built in memory
 _DOC_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # BM25 parameters (Robertson/Sparck Jones defaults) and query-term weights.
@@ -88,43 +100,109 @@ class Document:
         return {"doc_id": self.doc_id, "title": self.title, "language": self.language, "domain": self.domain}
 
 
-def _load_documents(docs_dir: Path) -> list[Document]:
+class _Refused(Exception):
+    """A file the workspace must not read (outside the folder, not a regular file, too big)."""
+
+
+class _Missing(_Refused):
+    """A path inside the folder that does not exist (a dangling symlink, a manifest typo)."""
+
+
+def _read_confined(path: Path, root: str) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most MAX_DOC_BYTES whose real path
+    (symlinks resolved) lies inside the folder ``root`` (a real path); else _Refused."""
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, root]) != root:
+        raise _Refused(f"resolves to {real}, outside the workspace folder {root}")
+    try:
+        info = os.stat(real)  # before opening: opening a device can act, a FIFO can block
+    except FileNotFoundError:
+        raise _Missing("not found") from None
+    except OSError as exc:
+        raise _Refused(f"cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _Refused("is not a regular file (a folder, FIFO, socket or device)")
+    try:  # O_NOFOLLOW/O_NONBLOCK and fstat: a file swapped meanwhile is refused, never waited on
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _Refused(f"cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise _Refused("is not a regular file (a folder, FIFO, socket or device)")
+        data = handle.read(MAX_DOC_BYTES + 1)
+    if max(info.st_size, len(data)) > MAX_DOC_BYTES:
+        raise _Refused(f"is larger than the {MAX_DOC_BYTES // 2**20} MB limit of a workspace document")
+    return data
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WorkspaceLoadError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at byte offset "
+                                 f"{exc.start}); save it as UTF-8") from None
+
+
+def _load_documents(docs_dir: Path) -> tuple[list[Document], list[str]]:
+    """The documents of ``docs_dir`` and a message for every file skipped (outside the folder,
+    not a regular file, too big). A non-UTF-8 document is an error, not a skip: dropping a
+    document the user listed would silently change what search, generators and gates see."""
     if not docs_dir.is_dir():
         raise WorkspaceLoadError(f"workspace folder {docs_dir} does not exist")
+    root = os.path.realpath(docs_dir)
     index_path = docs_dir / "index.json"
     docs: list[Document] = []
-    if index_path.exists():
+    skipped: list[str] = []
+    if index_path.is_symlink() or index_path.exists():
         try:
-            entries = json.loads(index_path.read_text(encoding="utf-8"))["documents"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise WorkspaceLoadError(f"{index_path}: not a manifest with a 'documents' list ({exc})") from None
+            manifest = loads_strict(_read_confined(index_path, root), str(index_path))
+        except (_Refused, EpisodeError) as exc:
+            raise WorkspaceLoadError(f"{index_path}: {exc}" if isinstance(exc, _Refused) else str(exc)) from None
+        entries = manifest.get("documents") if isinstance(manifest, dict) else None
+        if not isinstance(entries, list):
+            raise WorkspaceLoadError(f"{index_path}: not a manifest with a 'documents' list")
         listed = set()
         for n, entry in enumerate(entries):
             where = f"{index_path}: documents[{n}]"
+            if not isinstance(entry, dict):
+                raise WorkspaceLoadError(f"{where}: must be an object")
             missing = [k for k in ("doc_id", "title", "language", "domain", "file") if not isinstance(entry.get(k), str)]
             if missing:
                 raise WorkspaceLoadError(f"{where}: missing or non-string field(s) {missing}")
-            path = docs_dir / entry["file"]
-            if not path.is_file():
-                raise WorkspaceLoadError(f"{where}: file {entry['file']!r} not found")
-            text = path.read_text(encoding="utf-8").strip()
+            path = docs_dir / entry["file"]  # an absolute "file" replaces docs_dir: refused below
+            listed.add(os.path.normpath(entry["file"]))
+            try:  # confinement first: whether a file outside exists is none of the manifest's business
+                text = _decode(_read_confined(path, root), path).strip()
+            except _Missing:
+                raise WorkspaceLoadError(f"{where}: file {entry['file']!r} not found") from None
+            except _Refused as exc:
+                skipped.append(f"{where}: file {entry['file']!r} {exc}")
+                continue
             if not text:
                 raise WorkspaceLoadError(f"{where}: file {entry['file']!r} is empty")
-            listed.add(path.name)
             docs.append(Document(entry["doc_id"], entry["title"], entry["language"], entry["domain"], text))
         unlisted = sorted(p.name for p in docs_dir.glob("*.md") if p.name not in listed)
         if unlisted:
             raise WorkspaceLoadError(f"{index_path}: document files not in the manifest: {unlisted}")
     else:
         for path in sorted([*docs_dir.glob("*.md"), *docs_dir.glob("*.txt")]):
-            text = path.read_text(encoding="utf-8").strip()
+            try:
+                text = _decode(_read_confined(path, root), path).strip()
+            except _Refused as exc:
+                skipped.append(f"{path} {exc}")
+                continue
             if not text:
                 continue
             first = text.splitlines()[0]
             title = first.lstrip("#").strip() if first.startswith("#") else path.stem
             docs.append(Document(path.stem, title, detect_language(text), "general", text))
+    for message in skipped:  # one line each, as the project reports other problems it survives
+        print(f"[mypt] workspace: skipped {message}", file=sys.stderr)
     if not docs:
-        raise WorkspaceLoadError(f"workspace folder {docs_dir} holds no documents")
+        raise WorkspaceLoadError(f"workspace folder {docs_dir} holds no documents"
+                                 + (f" ({len(skipped)} skipped)" if skipped else ""))
     seen: set[str] = set()
     for doc in docs:
         if not _DOC_ID_RE.match(doc.doc_id):
@@ -132,7 +210,7 @@ def _load_documents(docs_dir: Path) -> list[Document]:
         if doc.doc_id in seen:
             raise WorkspaceLoadError(f"{docs_dir}: duplicate doc id {doc.doc_id!r}")
         seen.add(doc.doc_id)
-    return docs
+    return docs, skipped
 
 
 def result_strings(value) -> list[str]:
@@ -155,7 +233,7 @@ class Workspace:
 
     def __init__(self, docs_dir: str | Path | None = None):
         self.docs_dir = Path(docs_dir) if docs_dir is not None else default_docs_dir()
-        self.documents: list[Document] = _load_documents(self.docs_dir)
+        self.documents, self.skipped = _load_documents(self.docs_dir)  # skipped: "file why" per refused file
         self._by_id = {d.doc_id: d for d in self.documents}
         self._by_title = {fold(d.title).strip(): d for d in self.documents}
         self._by_folded_id = {fold(d.doc_id): d for d in self.documents}

@@ -235,3 +235,173 @@ def test_folder_without_manifest_and_malformed_folders(tmp_path):
     (bad / "y.md").write_text("Unlisted.")
     with pytest.raises(WorkspaceLoadError, match="not in the manifest"):
         Workspace(bad)
+
+
+# ------------------------------------------------------------------ confinement (issue 10)
+SECRET = "Geheimprojekt Zugangscode Tresor 4711 entsperrt"
+LEGIT = "# Kaffeemaschine\n\nDie Kaffeemaschine wird jeden Freitag entkalkt. Der Filter kommt in den Schrank."
+
+
+def _layout(tmp_path, manifest: bool, files: dict[str, str]):
+    """A workspace folder ``ws`` with a legitimate document ``a.md`` (plus ``files``: manifest entry
+    name -> doc id), a secret file outside it and a folder outside with a second secret."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text(SECRET, encoding="utf-8")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.md").write_text(LEGIT, encoding="utf-8")
+    if manifest:
+        entries = [{"doc_id": "a", "title": "Kaffeemaschine", "language": "de", "domain": "office", "file": "a.md"}]
+        entries += [{"doc_id": doc_id, "title": f"Doc {doc_id}", "language": "de", "domain": "office", "file": f}
+                    for f, doc_id in files.items()]
+        (ws / "index.json").write_text(json.dumps({"documents": entries}), encoding="utf-8")
+    return ws, outside
+
+
+def _every_tool_output(ws: Workspace) -> str:
+    from mypt_lightning.workspace import result_strings
+
+    queries = ("Geheimprojekt Zugangscode", "Tresor 4711", "Kaffee")
+    results = [ws.call("workspace.search", {"query": q}) for q in queries]
+    results.append(ws.call("workspace.list_docs", {}))
+    for name in ("a", "leak", "secret", "pipe", "big", "Doc leak", "../outside/secret.md", "/etc/passwd"):
+        results.append(ws.call("workspace.get_doc", {"doc_id": name}))
+        results.append(ws.call("workspace.summarize", {"doc_id": name}))
+    return " ".join(s for r in results for s in result_strings(r))
+
+
+def _assert_confined(ws: Workspace, capsys, *names: str) -> None:
+    served = _every_tool_output(ws)
+    assert "Kaffeemaschine" in served  # the legitimate document is served
+    assert "Geheimprojekt" not in served and "4711" not in served
+    assert [d.doc_id for d in ws.documents] == ["a"]
+    err = capsys.readouterr().err
+    for name in names:
+        assert "[mypt] workspace: skipped" in err and name in err, err
+    assert len(ws.skipped) == len(names)
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_symlink_to_a_file_outside_is_skipped(tmp_path, capsys, manifest):
+    ws, outside = _layout(tmp_path, manifest, {"leak.md": "leak"})
+    (ws / "leak.md").symlink_to(outside / "secret.md")
+    _assert_confined(Workspace(ws), capsys, "leak.md")
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_symlinked_directory_is_not_served(tmp_path, capsys, manifest):
+    ws, outside = _layout(tmp_path, manifest, {"sub/secret.md": "leak"})
+    (ws / "sub").symlink_to(outside, target_is_directory=True)
+    if manifest:
+        _assert_confined(Workspace(ws), capsys, "sub/secret.md")
+    else:  # only the folder's own *.md/*.txt are read; a link to a folder named like a document is refused
+        (ws / "linked.md").symlink_to(outside, target_is_directory=True)
+        _assert_confined(Workspace(ws), capsys, "linked.md")
+
+
+# a missing file outside is refused too, not "not found": the manifest cannot probe what exists outside
+@pytest.mark.parametrize("entry", ["../outside/secret.md", "ABSOLUTE", "sub/../../outside/secret.md",
+                                   "../outside/missing.md"])
+def test_manifest_entry_leading_out_is_skipped(tmp_path, capsys, entry):
+    entry = str(tmp_path / "outside" / "secret.md") if entry == "ABSOLUTE" else entry
+    ws, _ = _layout(tmp_path, True, {entry: "leak"})
+    (ws / "sub").mkdir()
+    _assert_confined(Workspace(ws), capsys, entry)
+
+
+def test_symlink_inside_the_folder_is_served(tmp_path, capsys):
+    ws, _ = _layout(tmp_path, True, {"b.md": "b"})
+    (ws / "real").mkdir()
+    (ws / "real" / "b.md").write_text("Der Drucker steht im zweiten Stock neben der Teeküche.", encoding="utf-8")
+    (ws / "b.md").symlink_to(ws / "real" / "b.md")
+    loaded = Workspace(ws)
+    assert [d.doc_id for d in loaded.documents] == ["a", "b"] and loaded.skipped == []
+    assert "Drucker" in loaded.get_doc("b")["text"]
+
+
+def _load_within(seconds: float, ws_dir):
+    """Workspace(ws_dir), failing (not hanging) if it blocks: reading a FIFO would wait forever."""
+    import threading
+
+    box: dict = {}
+
+    def load():
+        try:
+            box["ws"] = Workspace(ws_dir)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test)
+            box["error"] = exc
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "Workspace() blocked on a FIFO"
+    if "error" in box:
+        raise box["error"]
+    return box["ws"]
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_fifo_is_skipped_without_blocking(tmp_path, capsys, manifest):
+    import os
+
+    ws, _ = _layout(tmp_path, manifest, {"pipe.md": "pipe"})
+    os.mkfifo(ws / "pipe.md")
+    loaded = _load_within(30, ws)
+    _assert_confined(loaded, capsys, "pipe.md")
+    assert "not a regular file" in loaded.skipped[0]
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_huge_file_is_skipped(tmp_path, capsys, manifest):
+    from mypt_lightning.workspace import MAX_DOC_BYTES
+
+    ws, _ = _layout(tmp_path, manifest, {"big.md": "big"})
+    with open(ws / "big.md", "wb") as handle:  # sparse: the size is refused before anything is read
+        handle.truncate(MAX_DOC_BYTES + 1)
+    loaded = Workspace(ws)
+    _assert_confined(loaded, capsys, "big.md")
+    assert "larger than the 10 MB limit" in loaded.skipped[0]
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_non_utf8_document_is_named(tmp_path, manifest):
+    ws, _ = _layout(tmp_path, manifest, {"latin.md": "latin"})
+    (ws / "latin.md").write_bytes("Über die Straße".encode("latin-1"))
+    with pytest.raises(WorkspaceLoadError, match=r"latin\.md: not UTF-8 text \(byte 0xdc at byte offset 0\)"):
+        Workspace(ws)
+
+
+def test_manifest_itself_must_be_inside_and_a_regular_file(tmp_path):
+    import os
+
+    ws, outside = _layout(tmp_path, False, {})
+    (outside / "index.json").write_text(json.dumps({"documents": []}), encoding="utf-8")
+    (ws / "index.json").symlink_to(outside / "index.json")
+    with pytest.raises(WorkspaceLoadError, match=r"index\.json: resolves to .*outside the workspace folder"):
+        Workspace(ws)
+    (ws / "index.json").unlink()
+    os.mkfifo(ws / "index.json")
+    with pytest.raises(WorkspaceLoadError, match=r"index\.json: is not a regular file"):
+        _load_within(30, ws)
+    (ws / "index.json").unlink()
+    for bad in ('{"documents": 5}', '{"documents": ["a.md"]}', "[1]"):
+        (ws / "index.json").write_text(bad, encoding="utf-8")
+        with pytest.raises(WorkspaceLoadError, match=r"index\.json"):
+            Workspace(ws)
+
+
+def test_the_bundled_workspace_skips_nothing():
+    assert Workspace().skipped == []
+
+
+def test_no_tool_writes_anything(tmp_path):
+    ws_dir, _ = _layout(tmp_path, False, {})
+    (ws_dir / "b.txt").write_text("The printer is on the second floor next to the kitchen.", encoding="utf-8")
+
+    def snapshot():
+        return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+
+    before = snapshot()
+    _every_tool_output(Workspace(ws_dir))
+    assert snapshot() == before

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chat.py: {exc}", file=sys.stderr)
         return 2
     interactive = sys.stdin.isatty()
+    if hasattr(sys.stdin, "reconfigure"):  # bytes that are not valid text become U+FFFD, not a crash
+        sys.stdin.reconfigure(errors="replace")
 
     def read_line(prompt: str) -> str | None:
         if interactive:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mypt_lightning.errors import UserError
+from mypt_lightning.jsonio import loads_strict
 
 FREE_URL = "https://api-free.deepl.com/v2/translate"
 PRO_URL = "https://api.deepl.com/v2/translate"
@@ -58,7 +59,7 @@ class DeepLClient:
         for attempt in range(self.max_retries + 1):
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read().decode("utf-8"))
+                    return loads_strict(response.read(), f"DeepL answer from {self.api_url}")
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode("utf-8", "replace")[:200]
                 if exc.code == 403:
@@ -107,8 +108,8 @@ def translate_file(client: DeepLClient, input_path: str | Path, output_path: str
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
                 break  # a half-written last line from a killed run
-            try:
-                done.add(json.loads(line)["key"])
+            try:  # loads_strict: a hostile line is a ValueError (EpisodeError) like a truncated one
+                done.add(loads_strict(line, f"{out}")["key"])
             except (ValueError, KeyError, TypeError):
                 break
             good += len(line)

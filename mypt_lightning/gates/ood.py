@@ -24,9 +24,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mypt_lightning.data_prep.jsonl import iter_lines, parse_line
 from mypt_lightning.gates.base import Case, CaseResult, explain, rate, subsample
 from mypt_lightning.gates.language import same_language
-from mypt_lightning.protocol import EpisodeError, build_prompt, parse_episode_line
+from mypt_lightning.protocol import EpisodeError, build_prompt
 from mypt_lightning.special_tokens import TOOLCALL_OPEN
 from mypt_lightning.system_prompts import prompts_for_phase
 
@@ -70,20 +71,19 @@ def ood_files(ood_dir: str | Path, up_to_phase: int) -> list[tuple[int, Path]]:
 
 
 def read_episodes(path: Path) -> tuple[list[dict], list[str]]:
+    """The episodes of ``path`` and a "file:line: why" for every line skipped (the project's
+    one JSONL reader: invalid UTF-8 and hostile JSON are skipped lines, not crashes)."""
     records, skipped = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = parse_episode_line(line, where=f"{path}:{lineno}")
-            except EpisodeError as exc:
-                skipped.append(str(exc))
-                continue
-            if record.get("_replay"):
-                skipped.append(f"{path}:{lineno}: a replay record has no turns to evaluate")
-                continue
-            records.append(record)
+    for lineno, line in iter_lines(path):
+        try:
+            record = parse_line(line, f"{path}:{lineno}")
+        except EpisodeError as exc:
+            skipped.append(str(exc))
+            continue
+        if record.get("_replay"):
+            skipped.append(f"{path}:{lineno}: a replay record has no turns to evaluate")
+            continue
+        records.append(record)
     return records, skipped
 
 

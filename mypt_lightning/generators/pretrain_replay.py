@@ -21,13 +21,14 @@ fails loudly when the sources cannot provide it. Duplicate windows are skipped.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mypt_lightning.data_prep.jsonl import iter_lines, parse_line
+from mypt_lightning.episode_schema import EpisodeError
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
     Generated,
@@ -76,15 +77,16 @@ def discover_sources(inputs: list[str | Path], token_dtype: str = "uint16") -> l
                 sources.append(_Source(f, "text", len(text), text))
             elif suffix in JSONL_SUFFIXES:
                 docs = []
-                with open(f, encoding="utf-8") as fh:
-                    for lineno, line in enumerate(fh, 1):
-                        if line.strip():
-                            try:
-                                text = json.loads(line)["text"]
-                            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                                raise ValueError(f"{NAME}: {f}:{lineno}: expected a JSON object with 'text' ({exc})") from None
-                            if isinstance(text, str) and text.strip():
-                                docs.append(text)
+                for lineno, line in iter_lines(f):
+                    try:
+                        record = parse_line(line, f"{f}:{lineno}", validate=False)
+                    except EpisodeError as exc:
+                        raise ValueError(f"{NAME}: {exc}") from None
+                    if "text" not in record:
+                        raise ValueError(f"{NAME}: {f}:{lineno}: expected a JSON object with 'text'")
+                    text = record["text"]
+                    if isinstance(text, str) and text.strip():
+                        docs.append(text)
                 sources.append(_Source(f, "jsonl", sum(len(d) for d in docs), docs))
             elif not path.is_dir():
                 raise ValueError(f"{NAME}: {f}: unsupported file type (use .bin token shards, .txt/.md or .jsonl)")

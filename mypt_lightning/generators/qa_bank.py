@@ -13,11 +13,11 @@ support in view. ``load_facts`` refuses a bank whose evidence is not in its docu
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from mypt_lightning.data_prep.jsonl import iter_lines, parse_line
 from mypt_lightning.workspace import Document, Workspace
 from mypt_lightning.workspace_analysis import split_sentences
 
@@ -56,25 +56,20 @@ def load_facts(workspace: Workspace, path: str | Path | None = None) -> list[Fac
     if not path.is_file():
         raise FileNotFoundError(f"question bank {path} not found (needed by the phase 3-6 generators)")
     facts = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc})") from None
-            missing = [k for k in ("doc_id", "topic", "question", "answer", "evidence", "query") if not row.get(k)]
-            if missing:
-                raise ValueError(f"{where}: missing field(s) {missing}")
-            doc = next((d for d in workspace.documents if d.doc_id == row["doc_id"]), None)
-            if doc is None:
-                raise ValueError(f"{where}: doc_id {row['doc_id']!r} is not in the workspace")
-            if row["evidence"] not in doc.text:
-                raise ValueError(f"{where}: evidence is not a verbatim substring of {doc.doc_id}")
-            facts.append(Fact(doc.doc_id, doc.language, row["topic"], row["question"], row["answer"],
-                              row["evidence"], row["query"]))
+    for lineno, line in iter_lines(path):
+        where = f"{path}:{lineno}"
+        row = parse_line(line, where, validate=False)  # an EpisodeError is a ValueError too
+        missing = [k for k in ("doc_id", "topic", "question", "answer", "evidence", "query")
+                   if not isinstance(row.get(k), str) or not row[k]]
+        if missing:
+            raise ValueError(f"{where}: missing or non-string field(s) {missing}")
+        doc = next((d for d in workspace.documents if d.doc_id == row["doc_id"]), None)
+        if doc is None:
+            raise ValueError(f"{where}: doc_id {row['doc_id']!r} is not in the workspace")
+        if row["evidence"] not in doc.text:
+            raise ValueError(f"{where}: evidence is not a verbatim substring of {doc.doc_id}")
+        facts.append(Fact(doc.doc_id, doc.language, row["topic"], row["question"], row["answer"],
+                          row["evidence"], row["query"]))
     if not facts:
         raise ValueError(f"question bank {path} is empty")
     return facts

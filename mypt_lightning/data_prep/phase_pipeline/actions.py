@@ -4,11 +4,11 @@ the mix (by records, or by measured tokens for phase 1b), ``prepare_sft`` and th
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 from mypt_lightning.errors import UserError
 
+from ..jsonl import iter_lines, parse_line
 from .commands import python_command
 from .plan import Step
 from .recipe import Source
@@ -41,8 +41,8 @@ def run_hf_convert(s: Source, out: Path, count: int) -> str:
     return f"converted {report['episodes']} episodes from {s.dataset}{short}"
 
 
-def _record_text(line: bytes) -> str:
-    record = json.loads(line)
+def _record_text(line: bytes, where: str) -> str:
+    record = parse_line(line, where, validate=False)  # the one JSONL reader: a bad line is named
     if record.get("_replay") is True:
         return record["text"]
     return " ".join(str(m.get(k, "")) for m in record.get("messages", []) for k in ("content", "context", "think", "cite"))
@@ -52,15 +52,13 @@ def measure_tokens(path: Path, sample: int = 2000) -> tuple[int, int]:
     """(records, tokens) of a JSONL file: exact up to ``sample`` records, else extrapolated by characters."""
     from mypt_lightning.tokenizer import get_tokenizer
 
-    with open(path, "rb") as fh:
-        n = sum(1 for line in fh if line.strip())
+    n = sum(1 for _ in iter_lines(path))
     step, chars, texts = max(1, n // sample), 0, []
-    with open(path, "rb") as fh:
-        for i, line in enumerate(x for x in fh if x.strip()):
-            text = _record_text(line)
-            chars += len(text)
-            if i % step == 0:
-                texts.append(text)
+    for i, (number, line) in enumerate(iter_lines(path)):
+        text = _record_text(line, f"{path}:{number}")
+        chars += len(text)
+        if i % step == 0:
+            texts.append(text)
     tokens = sum(len(ids) for ids in get_tokenizer().encode_batch_text(texts))
     return n, tokens if step == 1 else round(chars * tokens / max(1, sum(map(len, texts))))
 
