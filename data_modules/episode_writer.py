@@ -34,7 +34,7 @@ import numpy as np
 
 from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE
 
-from .atomic_dir import fsync_dir, move_into_place, write_json
+from .atomic_write import fsync_dir, move_into_place, write_json
 from .episode_format import (
     FORMAT_NAME,
     FORMAT_VERSION,

@@ -4,8 +4,7 @@ Formats ``load_weights`` / ``load_model`` accept (detected from what is at the p
 
 (a) Lightning checkpoint file (``*.ckpt``): a torch pickle with ``state_dict`` (model keys
     prefixed ``model.``; optimizer, metric and other prefixes are ignored) and the model
-    config dict under ``mypt_model_config``. Lightning checkpoints are pickles: load only
-    files you trust.
+    config dict under ``mypt_model_config``.
 (a') Lightning *sharded* checkpoint folder (``trainer=fsdp``, ``state_dict_type=sharded``):
     ``.metadata`` + ``__<rank>_0.distcp`` files (torch.distributed.checkpoint) holding the
     ``model.``-prefixed weights under ``model``, and ``meta.pt`` with the rest (the model
@@ -28,24 +27,34 @@ Formats ``load_weights`` / ``load_model`` accept (detected from what is at the p
         lm_head (weight tied to the embedding, plus a bias vector: kept, lm_head_bias=True)
 
 Every problem raises ``CheckpointError`` (or its subclass ``ArchitectureMismatchError``)
-with a message that names the path and what is wrong.
+with a one-line message that names the path and what is wrong.
+
+No checkpoint can run code. Pickles (``.ckpt``, ``meta.pt``, ``model.pt``) are read only by
+:func:`_torch_load`, with ``torch.load(weights_only=True)`` (tensors, numbers, strings, plain
+containers); a sharded folder's ``.metadata`` (a plain pickle, which torch.distributed.checkpoint
+would unpickle unrestricted) only by :func:`_read_dcp_metadata`, which admits the few DCP
+metadata classes. Anything else is refused with a CheckpointError naming the file and the
+refused global. Lightning's own resume (``ckpt_path``) is checked with
+:func:`check_resumable` first and then runs with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import pickle
 import re
-import shutil
-import tempfile
-import uuid
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from data_modules.atomic_write import OutputWriteError, atomic_directory
 from mypt_lightning.errors import UserError
 from mypt_lightning.model import ARCHITECTURE_FIELDS, MyPT, MyPTConfig
 
@@ -148,7 +157,11 @@ def load_model(
         config = wanted
     if expected_config is not None:
         check_architecture(config, expected_config, str(path))
-    model = MyPT(config)
+    try:
+        model = MyPT(config)
+    except (RuntimeError, MemoryError) as e:  # e.g. a block_size far too large for the RoPE tables
+        raise CheckpointError(f"{path}: cannot build the model of its config (block_size={config.block_size}): "
+                              f"{type(e).__name__}: {_one_line(e, 200)}") from None
     model.load_state_dict(sd, strict=True)
     return model.float().eval()
 
@@ -173,9 +186,9 @@ def detect_format(path: Path) -> str:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read JSON: {e}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        raise CheckpointError(f"{path}: cannot read JSON: {_one_line(e)}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
@@ -190,11 +203,206 @@ def _config_from(d, source: str) -> MyPTConfig:
         raise CheckpointError(f"{source}: bad model config: {e}") from None
 
 
-def _torch_load(path: Path, weights_only: bool):
+def _one_line(e: BaseException | str, limit: int = 400) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Types admitted beyond torch's own weights_only allow-list (tensors, storages, OrderedDict,
+# numbers, strings, plain containers). That list already covers every checkpoint this project
+# writes (checked on the .ckpt of a CPU run and the meta.pt of a 2-rank FSDP sharded folder:
+# hyper-parameters are plain dicts, our RNG capture stores tensors and plain values), so
+# nothing is added. Add a type only with such evidence: each one is code a checkpoint may call.
+SAFE_GLOBALS: tuple = ()
+
+_RESAVE_HINT = ("re-save it where you trust it with tensors and plain values only (e.g. torch.save({'state_dict': "
+                "model.state_dict(), 'mypt_model_config': model.config.to_dict()}, PATH) or "
+                "mypt_lightning.checkpoint.save_exported(model, DIR))")
+
+
+@contextmanager
+def trusted_types() -> Iterator[None]:
+    """The allow-list in effect: wrap any ``torch.load(weights_only=True)`` of a checkpoint
+    that is not ours to call (Lightning's resume) so it admits exactly what ours does."""
+    with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+        yield
+
+
+def _torch_load(source: Path | io.BytesIO, where: str | Path | None = None, mmap: bool = False):
+    """The one ``torch.load`` of checkpoints in the project: weights_only=True, on CPU.
+
+    ``mmap``: map tensors instead of reading them (a check that the pickle is safe costs
+    no memory). A pickle that needs any other global is refused, naming it.
+    """
+    where = where if where is not None else source
+    if mmap and not (isinstance(source, Path) and zipfile.is_zipfile(source)):
+        mmap = False  # only the zip format (torch >= 1.6) can be mapped
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as e:  # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
-        raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(e).__name__}: {e}") from None
+        with trusted_types():
+            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        refused = _refused_globals(source, e)
+        if refused:
+            raise CheckpointError(
+                f"{where}: refused: this checkpoint contains Python objects other than tensors and plain "
+                f"values ({refused}); unpickling it could run code, so it is not loaded. "
+                f"If you made it yourself, {_RESAVE_HINT}") from None
+        raise CheckpointError(f"{where}: not a readable torch checkpoint: {_weights_only_detail(e)}") from None
+    except Exception as e:  # torch raises many types (RuntimeError, EOFError, ValueError...)
+        raise CheckpointError(f"{where}: not a readable torch checkpoint: {type(e).__name__}: {_one_line(e)}") from None
+
+
+def _refused_globals(source, error: Exception) -> str | None:
+    """'refused global(s) X, Y' for the globals the file asks for that are not allowed (read
+    from its pickle, not run), or None if the failure is not a refused global (a damaged file)."""
+    names: list[str] = []
+    if isinstance(source, Path) and zipfile.is_zipfile(source):
+        try:
+            names = list(torch.serialization.get_unsafe_globals_in_checkpoint(source))
+        except Exception:  # a damaged file: fall back to torch's message
+            names = []
+        allowed = {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
+        names = [n for n in names if n not in allowed]
+    text = str(error)
+    names += re.findall(r"GLOBAL ([\w.]+)", text)
+    if not names:
+        built = re.search(r"Can only build .*?but got (<class '[\w.]+'>)", text)
+        names = [built.group(1)] if built else []
+    if not names:
+        return None
+    names = list(dict.fromkeys(names))
+    return "refused global" + ("s " if len(names) > 1 else " ") + ", ".join(names)
+
+
+def _weights_only_detail(error: Exception) -> str:
+    """The line of torch's weights_only message that says what went wrong (not its boilerplate)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    detail = [ln for ln in lines[1:] if not ln.startswith(("Check the documentation", "Please file an issue"))]
+    return "UnpicklingError: " + _one_line(detail[0] if detail else (lines[0] if lines else "damaged pickle"), 200)
+
+
+# ----------------------------------------------------------------------------- sharded folders
+
+# What a torch.distributed.checkpoint ``.metadata`` pickle holds (checked on a 2-rank FSDP
+# checkpoint): DCP's metadata dataclasses, torch.Size, dtypes and layouts, and the Path of
+# the folder it was saved to.
+_DCP_METADATA = "torch.distributed.checkpoint.metadata"
+_DCP_METADATA_GLOBALS = {
+    *((_DCP_METADATA, n) for n in ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata",
+                                   "ChunkStorageMetadata", "TensorProperties", "StorageMeta", "MetadataIndex",
+                                   "_MEM_FORMAT_ENCODING")),
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+    *((m, n) for m in ("pathlib", "pathlib._local") for n in ("PosixPath", "PurePosixPath", "WindowsPath",
+                                                              "PureWindowsPath")),
+}
+
+
+class _DCPMetadataUnpickler(pickle.Unpickler):
+    """A pickle reader that can construct only the DCP metadata classes (and dtypes)."""
+
+    def find_class(self, module, name):
+        if (module, name) in _DCP_METADATA_GLOBALS or (
+                module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+
+def _read_dcp_metadata(folder: Path, file: Path | None = None):
+    """A sharded folder's ``.metadata``, read so that it cannot run code; every storage file
+    it names must be a plain file name inside ``folder``."""
+    from torch.distributed.checkpoint.metadata import Metadata
+
+    file = file or folder / ".metadata"
+    try:
+        with open(file, "rb") as f:
+            metadata = _DCPMetadataUnpickler(f).load()
+    except pickle.UnpicklingError as e:
+        if str(e).startswith("refused global"):
+            raise CheckpointError(
+                f"{file}: refused: this sharded checkpoint's metadata contains Python objects other than "
+                f"torch.distributed.checkpoint metadata ({e}); unpickling it could run code, so it is not "
+                f"loaded") from None
+        raise CheckpointError(f"{file}: cannot read: UnpicklingError: {_one_line(e)}") from None
+    except Exception as e:  # truncated or garbage files raise EOFError, ValueError, ...
+        raise CheckpointError(f"{file}: cannot read: {type(e).__name__}: {_one_line(e)}") from None
+    if not isinstance(metadata, Metadata) or not isinstance(getattr(metadata, "storage_data", None), dict):
+        raise CheckpointError(f"{file}: cannot read: not torch.distributed.checkpoint metadata")
+    for info in metadata.storage_data.values():
+        rel = getattr(info, "relative_path", None)
+        if not isinstance(rel, str) or not rel or "/" in rel or "\\" in rel or rel in (".", ".."):
+            raise CheckpointError(f"{file}: cannot read: storage file {rel!r} is not a file name inside {folder}")
+    return metadata
+
+
+def _safe_dcp_reader(folder: Path):
+    """A ``FileSystemReader`` for ``folder`` whose metadata read is :func:`_read_dcp_metadata`."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class _Reader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            rank = kwargs.get("rank")
+            name = ".metadata" if rank is None else f"__{rank}.metadata"
+            metadata = _read_dcp_metadata(folder, folder / name)
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return _Reader(str(folder))
+
+
+def _check_sharded(path: Path):
+    """Every pickle of a sharded folder, read safely: ``meta.pt``, ``.metadata`` and each
+    non-tensor item in the ``.distcp`` files (DCP itself would unpickle those unrestricted,
+    as Lightning's resume does for the optimizer's param_groups). Returns (meta, metadata)."""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    meta = _torch_load(path / SHARDED_METADATA_FILE, mmap=True)
+    metadata = _read_dcp_metadata(path)
+    byte_keys = {k for k, v in metadata.state_dict_metadata.items() if isinstance(v, BytesStorageMetadata)}
+    for index, info in metadata.storage_data.items():
+        if getattr(index, "fqn", None) not in byte_keys:
+            continue
+        file = path / info.relative_path
+        if info.transform_descriptors:
+            raise CheckpointError(f"{file}: item {index.fqn!r} is stored with transforms "
+                                  f"{list(info.transform_descriptors)}, which this loader does not read")
+        try:
+            with open(file, "rb") as f:
+                f.seek(int(info.offset))
+                data = f.read(int(info.length))
+        except (OSError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{file}: cannot read item {index.fqn!r}: {_one_line(e)}") from None
+        _torch_load(io.BytesIO(data), where=f"{file} (item {index.fqn!r})")
+    return meta, metadata
+
+
+def check_loadable(path: str | os.PathLike) -> str:
+    """Check, cheaply and without running anything in it, that the checkpoint at ``path``
+    holds no pickled code (tensors are mapped, not read). Returns its format; raises
+    CheckpointError otherwise. An exported folder holds no pickle at all."""
+    path = Path(path)
+    kind = detect_format(path)
+    if kind == "lightning":
+        _torch_load(path, mmap=True)
+    elif kind == "lightning-sharded":
+        _check_sharded(path)
+    elif kind == "legacy":
+        _torch_load(path / LEGACY_WEIGHTS_FILE, mmap=True)
+    return kind
+
+
+def check_resumable(path: str | os.PathLike, option: str = "ckpt_path") -> None:
+    """Refuse (CheckpointError) a ``ckpt_path`` that Lightning's resume cannot safely read:
+    it must be a Lightning checkpoint (file or sharded folder) holding no pickled code."""
+    kind = check_loadable(path)
+    if kind in ("exported", "legacy"):
+        what = "an exported model folder" if kind == "exported" else "a legacy MyPT folder"
+        raise CheckpointError(
+            f"{option}={path}: is {what} (weights only); resuming needs a Lightning checkpoint "
+            f"(<run dir>/checkpoints/*.ckpt). Start from these weights with init_from={path} instead")
 
 
 def strip_wrapper_prefixes(name: str) -> str:
@@ -210,8 +418,8 @@ def strip_wrapper_prefixes(name: str) -> str:
 
 
 def _read_lightning(path: Path):
-    ckpt = _torch_load(path, weights_only=False)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    ckpt = _torch_load(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: file has no 'state_dict'; expected {EXPECTED_FORMATS}")
     if LIGHTNING_CONFIG_KEY not in ckpt:
         raise CheckpointError(f"{path}: Lightning checkpoint has no '{LIGHTNING_CONFIG_KEY}' (model config); "
@@ -226,15 +434,12 @@ def _read_lightning(path: Path):
 def _read_lightning_sharded(path: Path):
     import torch.distributed.checkpoint as dcp
 
-    meta = _torch_load(path / SHARDED_METADATA_FILE, weights_only=False)
+    meta = _torch_load(path / SHARDED_METADATA_FILE)
     if not isinstance(meta, dict) or LIGHTNING_CONFIG_KEY not in meta:
         raise CheckpointError(f"{path / SHARDED_METADATA_FILE}: no '{LIGHTNING_CONFIG_KEY}' (model config); "
                               "was it written by mypt-lightning's LightningModule?")
     config = _config_from(meta[LIGHTNING_CONFIG_KEY], f"{path / SHARDED_METADATA_FILE} ['{LIGHTNING_CONFIG_KEY}']")
-    try:
-        stored = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
-    except Exception as e:  # torch raises several types for a damaged .metadata
-        raise CheckpointError(f"{path / '.metadata'}: cannot read: {type(e).__name__}: {e}") from None
+    stored = _read_dcp_metadata(path).state_dict_metadata
     # Keys as Lightning stores them: "model." (its state-dict entry) + "model." (our attribute).
     prefix = "model.model."
     names = {strip_wrapper_prefixes(k[len(prefix):]): k for k in stored if k.startswith(prefix)}
@@ -247,9 +452,12 @@ def _read_lightning_sharded(path: Path):
         # (and warns that it assumes so: that is the intent here).
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process.*")
-            dcp.load({"model": {k[len("model."):]: v for k, v in targets.items()}}, checkpoint_id=str(path))
+            dcp.load({"model": {k[len("model."):]: v for k, v in targets.items()}},
+                     storage_reader=_safe_dcp_reader(path))
+    except CheckpointError:
+        raise
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot read the sharded weights: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"{path}: cannot read the sharded weights: {type(e).__name__}: {_one_line(e)}") from None
     return {name: targets[key] for name, key in names.items()}, config
 
 
@@ -280,7 +488,10 @@ def _read_legacy(path: Path):
                                   f"only {field}={want!r} models can be imported")
     if "n_head" not in raw:
         raise CheckpointError(f"{path / CONFIG_FILE}: missing 'n_head' (cannot be inferred from the weights)")
-    obj = _torch_load(path / LEGACY_WEIGHTS_FILE, weights_only=True)
+    problems = MyPTConfig.field_errors({k: raw[k] for k in (*_LEGACY_CONFIG_FIELDS, "tie_weights") if k in raw})
+    if problems:
+        raise CheckpointError(f"{path / CONFIG_FILE}: bad model config: {'; '.join(problems)}")
+    obj = _torch_load(path / LEGACY_WEIGHTS_FILE)
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -319,6 +530,11 @@ def _read_legacy(path: Path):
 
 def _validated(sd: dict, config: MyPTConfig, path: Path) -> dict[str, torch.Tensor]:
     """Check names and shapes against MyPT(config); re-alias a tied head; float32."""
+    if not all(torch.is_tensor(v) for v in sd.values()):
+        raise CheckpointError(f"{path}: the state_dict holds values that are not tensors")
+    blocks = len({m.group(1) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if blocks != config.n_layer:  # before building the reference: a corrupt n_layer could be huge
+        raise CheckpointError(f"{path}: the config says n_layer={config.n_layer} but the weights have {blocks} blocks")
     with torch.device("meta"):
         reference = MyPT(config).state_dict()
     sd = dict(sd)
@@ -344,32 +560,19 @@ def _validated(sd: dict, config: MyPTConfig, path: Path) -> dict[str, torch.Tens
 
 @contextmanager
 def atomic_output_dir(out_dir: str | os.PathLike, replaceable: Callable[[Path], bool]) -> Iterator[Path]:
-    """Yield a temp dir next to out_dir; on success it replaces out_dir in one rename.
+    """``data_modules.atomic_write.atomic_directory`` for model folders: yield a temp dir next
+    to out_dir; on success it replaces out_dir whole (fsynced, rolled back on failure).
 
-    Readers never see a half-written folder. An existing out_dir is replaced only if it is
-    empty or ``replaceable(out_dir)`` says it is a previous output of the same kind.
+    An existing out_dir is replaced only if it is empty or ``replaceable(out_dir)`` says it
+    is a previous output of the same kind; else CheckpointError.
     """
-    out = Path(out_dir).absolute()
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or replaceable(out))):
-        raise CheckpointError(f"{out}: exists and is not a previous export; refusing to overwrite it")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:
-        raise CheckpointError(f"{out}: cannot create a folder next to it: {e}") from None
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_directory(out_dir, replaceable, what="a previous export") as tmp:
+            yield tmp
+    except OutputWriteError as e:
+        if e.errno == errno.EEXIST:
+            raise CheckpointError(str(e)) from None
+        raise
 
 
 def _is_our_export(path: Path) -> bool:

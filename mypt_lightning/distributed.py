@@ -12,7 +12,6 @@ checkpointing, launchers) is Lightning's.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -40,10 +39,10 @@ class MyPTFSDPStrategy(FSDPStrategy):
       in float32 and lets the precision plugin's autocast run matmuls in bf16: the same
       numerics as DDP ``bf16-mixed``, so RMSNorm and the RoPE tables (buffers) stay
       float32. Lightning's default would cast parameters *and buffers* to bf16.
-    * Sharded checkpoints (a folder per checkpoint) are written to ``.<name>.tmp`` and
-      swapped into place when every rank has finished, so a process killed during a
-      save leaves the previous ``last.ckpt`` whole (Lightning writes into the final
-      folder directly).
+    * Sharded checkpoints (a folder per checkpoint) are written to a temp folder beside
+      the target (``data_modules.atomic_write``) and swapped into place when every rank
+      has finished, so a process killed during a save leaves the previous ``last.ckpt``
+      whole (Lightning writes into the final folder directly).
     * ``model.compile=true`` compiles each Block (regional compilation) rather than the
       whole model, which dynamo cannot trace through FSDP's flat parameters.
     * On CPU (gloo) FSDP is told its device is the CPU; Lightning refuses ``fsdp`` with
@@ -108,19 +107,19 @@ class MyPTFSDPStrategy(FSDPStrategy):
     def save_checkpoint(self, checkpoint: dict, filepath, storage_options=None) -> None:
         if self._state_dict_type != "sharded":  # one file, written atomically by Lightning
             return super().save_checkpoint(checkpoint, filepath, storage_options)
-        from data_modules.atomic_dir import move_into_place
+        from data_modules.atomic_write import remove_stale_temps, replace_directory, temp_path
 
         path = Path(self.broadcast(str(filepath)))
-        tmp = path.with_name(f".{path.name}.tmp")
-        if self.global_rank == 0 and tmp.exists():
-            shutil.rmtree(tmp)  # left behind by a save that was killed
+        tmp = None
+        if self.global_rank == 0:
+            remove_stale_temps(path.parent, path.name)  # what a killed save left
+            tmp = str(temp_path(path))
+        tmp = Path(self.broadcast(tmp))  # every rank writes its shard into rank 0's temp folder
         self.barrier("mypt_ckpt_clean")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         self.barrier("mypt_ckpt_written")
         if self.global_rank == 0:
-            if path.is_file():
-                path.unlink()
-            move_into_place(tmp, path)
+            replace_directory(tmp, path)  # also replaces a single-file last.ckpt, atomically
         self.barrier("mypt_ckpt_in_place")
 
 

@@ -39,6 +39,7 @@ compares ids, positions restart wherever the id changes.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import asdict, dataclass, fields
 
@@ -52,6 +53,39 @@ from mypt_lightning.special_tokens import VOCAB_SIZE
 ARCHITECTURE_FIELDS = ("vocab_size", "n_embd", "n_head", "n_layer", "bias", "tie_weights", "mlp_hidden", "lm_head_bias")
 ATTN_IMPLS = ("auto", "sdpa", "flex", "eager")
 NEFTUNE_SCALES = ("episode", "tensor")
+_POSITIVE_INT_FIELDS = ("vocab_size", "n_embd", "n_head", "n_layer", "block_size")
+_POSITIVE_FLOAT_FIELDS = ("rope_theta", "rope_scale", "norm_eps")
+_BOOL_FIELDS = ("bias", "tie_weights", "segment_position_reset", "lm_head_bias", "activation_checkpointing")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _field_problem(name: str, value) -> str | None:
+    """What ``value`` should have been for MyPTConfig field ``name``, or None if it is fine."""
+    if name in _POSITIVE_INT_FIELDS or name == "mlp_hidden":
+        if name == "mlp_hidden" and value is None:
+            return None
+        ok = _is_int(value) and value >= 1
+        return None if ok else "a positive integer" + (" or null" if name == "mlp_hidden" else "")
+    if name in _POSITIVE_FLOAT_FIELDS:
+        return None if _is_number(value) and value > 0 else "a positive number"
+    if name == "dropout":
+        return None if _is_number(value) and 0 <= value < 1 else "a number in [0, 1)"
+    if name == "neftune_alpha":
+        return None if _is_number(value) and value >= 0 else "a number >= 0"
+    if name in _BOOL_FIELDS:
+        return None if isinstance(value, bool) else "true or false"
+    if name == "attn_impl":
+        return None if isinstance(value, str) and value in ATTN_IMPLS else f"one of {ATTN_IMPLS}"
+    if name == "neftune_scale":
+        return None if isinstance(value, str) and value in NEFTUNE_SCALES else f"one of {NEFTUNE_SCALES}"
+    return None
 
 
 @dataclass
@@ -114,11 +148,28 @@ class MyPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MyPTConfig:
+        """A config from untrusted values (a checkpoint's config.json, a Hydra config): unknown
+        fields, wrong types and out-of-range values are a ValueError naming every bad field."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown MyPTConfig field(s): {unknown}; known fields: {sorted(known)}")
+        problems = cls.field_errors(d)
+        if problems:
+            raise ValueError("; ".join(problems))
         return cls(**d)
+
+    @staticmethod
+    def field_errors(d: dict) -> list[str]:
+        """``"<field>: expected ..., got <value>"`` for each value of ``d`` of the wrong type or
+        range (checked before construction, so no TypeError/ZeroDivisionError from deep inside)."""
+        problems = []
+        for name, value in d.items():
+            wanted = _field_problem(name, value)
+            if wanted:
+                shown = repr(value)
+                problems.append(f"{name}: expected {wanted}, got {shown if len(shown) <= 60 else shown[:57] + '...'}")
+        return problems
 
 
 class RMSNorm(nn.Module):

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,18 +132,14 @@ def _member_from_zip(path: Path) -> bytes | None:
 
 
 def write_atomic(data: bytes, dest: Path) -> None:
-    """Write via a temp file in the same directory and rename: readers never see half a file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.tmp")
+    """Write ``dest`` whole or not at all (data_modules.atomic_write); a full disk or a
+    read-only cache folder is a TokenizerSetupError naming it."""
+    from data_modules.atomic_write import OutputWriteError, write_bytes_atomic
+
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        write_bytes_atomic(dest, data)
+    except OutputWriteError as exc:
+        raise TokenizerSetupError(f"{exc} (or set TIKTOKEN_CACHE_DIR to a writable folder)") from None
 
 
 def download_whisper_sdist(into: Path, timeout: float = 300.0) -> Path:

@@ -231,7 +231,7 @@ def test_error_missing_unexpected_and_shape(tmp_path):
                                         "['blocks.0.attn.rotary.inv_freq']"))
     bigger = tiny_model(mlp_hidden=256)
     write_lightning(tmp_path / "y.ckpt", bigger)
-    data = torch.load(tmp_path / "y.ckpt", weights_only=False)
+    data = torch.load(tmp_path / "y.ckpt", weights_only=True)
     data["mypt_model_config"]["mlp_hidden"] = None
     torch.save(data, tmp_path / "y.ckpt")
     _err(tmp_path / "y.ckpt", r"shape mismatch: \['blocks.0.mlp.w_down.weight: \(64, 256\) != \(64, 192\)'")
@@ -268,7 +268,7 @@ def test_error_legacy_contents(tmp_path):
     (path / "config.json").write_text(json.dumps(raw))
     _err(path, "missing 'n_head'")
     path = write_legacy(tmp_path / "b", model, prefix="")
-    sd = torch.load(path / "model.pt")["model"]
+    sd = torch.load(path / "model.pt", weights_only=True)["model"]
     sd["position_embedding_table.weight"] = torch.zeros(4, 64)
     torch.save(sd, path / "model.pt")
     _err(path, re.escape("unexpected keys: ['position_embedding_table.weight']"))

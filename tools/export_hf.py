@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                              "(changes the logits; the shift is printed)")
     args = parser.parse_args(argv)
 
+    from data_modules.atomic_write import OutputWriteError
     from mypt_lightning.hf_export import export_hf  # imports torch/transformers: after --help
 
     try:
         shift = export_hf(args.checkpoint, args.output_dir, drop_lm_head_bias=args.drop_lm_head_bias)
-    except UserError as exc:
+    except (UserError, OutputWriteError) as exc:  # OutputWriteError: full disk, read-only DIR, ...
         print(f"export_hf: {exc}", file=sys.stderr)
         return 2
     if shift is not None:

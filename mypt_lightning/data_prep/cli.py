@@ -37,9 +37,11 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def run(main_fn: Callable[[], int | None], name: str) -> int:
+    from data_modules.atomic_write import OutputWriteError
+
     try:
         code = main_fn()
-    except UserError as exc:
+    except (UserError, OutputWriteError) as exc:  # OutputWriteError: full disk, read-only output, ...
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

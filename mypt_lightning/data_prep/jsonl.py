@@ -1,7 +1,9 @@
 """Streaming JSONL in and out, with the error policy every data tool shares.
 
 Reading: :func:`iter_lines` yields ``(line_number, bytes)`` one line at a time (memory stays
-flat), :func:`iter_records` parses and validates each line against DESIGN.md section 4.
+flat), :func:`iter_records` parses each line with the project's one strict JSON parser
+(:func:`mypt_lightning.jsonio.loads_strict`) and validates it against DESIGN.md section 4.
+Every JSONL reader of the project goes through :func:`iter_records` or :func:`parse_line`.
 A bad record raises an :class:`~mypt_lightning.protocol.EpisodeError` whose message is
 ``FILE:LINE: FIELD: WHAT``; an :class:`ErrorLog` decides what happens next:
 
@@ -21,12 +23,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from mypt_lightning.errors import UserError
+from mypt_lightning.jsonio import loads_strict
 from mypt_lightning.protocol import EpisodeError, parse_episode_line
 
 ON_ERROR_CHOICES = ("stop", "skip")
@@ -99,14 +101,12 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
 
 
 def parse_line(line: bytes | str, where: str, *, validate: bool = True) -> dict:
-    """One JSONL line -> record; EpisodeError (naming ``where``) on bad JSON or, with
-    ``validate``, on a record that breaks DESIGN.md section 4."""
+    """One JSONL line -> record; EpisodeError (naming ``where``) on bad or hostile JSON
+    (``jsonio.loads_strict``: depth, huge numbers, duplicate keys, NaN, invalid UTF-8) or,
+    with ``validate``, on a record that breaks DESIGN.md section 4."""
     if validate:
         return parse_episode_line(line, where=where)
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EpisodeError(where, "", f"invalid JSON: {exc}") from None
+    record = loads_strict(line, where)
     if not isinstance(record, dict):
         raise EpisodeError(where, "", f"record must be a JSON object, got {type(record).__name__}")
     return record
@@ -156,37 +156,25 @@ def set_field(record: dict, dotted: str, value: Any) -> None:
 class AtomicTextWriter:
     """``with AtomicTextWriter(path) as out: out.write(...)`` -> ``path`` appears complete or not at all.
 
-    The temporary file lives in the target's directory (same filesystem, so the final
-    rename is atomic) and is removed when the block raises.
+    :func:`data_modules.atomic_write.atomic_file` in text mode (UTF-8, ``\\n`` line ends):
+    the temporary file lives in the target's directory and is removed when the block raises.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._handle = None
-        self._tmp: str | None = None
+        self._context = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from data_modules.atomic_write import atomic_file
+
         if self.path.is_dir():
             raise UserError(f"output {self.path} is a directory")
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._handle = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-        return self._handle
+        self._context = atomic_file(self.path, "w", encoding="utf-8", newline="\n")
+        return self._context.__enter__()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        assert self._handle is not None and self._tmp is not None
-        try:
-            if exc_type is None:
-                self._handle.flush()
-                os.fsync(self._handle.fileno())
-            self._handle.close()
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-                self._tmp = None
-        finally:
-            if self._tmp is not None and os.path.exists(self._tmp):
-                os.unlink(self._tmp)
-        return False
+        assert self._context is not None
+        return bool(self._context.__exit__(exc_type, exc, tb))
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_modules.atomic_write import OutputWriteError
 from mypt_lightning.errors import UserError
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -84,7 +85,11 @@ def main(argv: list[str] | None = None, *, prog: str = "eval_gates.py", descript
         return EXIT_ERROR
     print(report.summary())
     if args.report:
-        print(f"report: {report.write(args.report)}")
+        try:
+            print(f"report: {report.write(args.report)}")
+        except OutputWriteError as exc:  # a full disk or read-only location: one line, no traceback
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 

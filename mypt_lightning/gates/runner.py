@@ -16,7 +16,6 @@ warnings). The report (``EvalReport.to_dict``)::
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -72,13 +71,10 @@ class EvalReport:
                 "gates": [g.to_dict() for g in self.gates], "ood": [o.to_dict() for o in self.ood]}
 
     def write(self, path: str | os.PathLike) -> Path:
-        """Write the JSON report atomically (a temp file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        """Write the JSON report atomically (data_modules.atomic_write)."""
+        from data_modules.atomic_write import write_json_atomic
+
+        return write_json_atomic(path, self.to_dict(), indent=2, ensure_ascii=False)
 
 
 def evaluate(policy, phase, *, regression: bool = False, workspace=None, ood_dir: str | os.PathLike | None = None,

@@ -20,7 +20,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,27 +195,18 @@ def jsonl_bytes(records: Iterable[dict]) -> bytes:
 
 
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> Path:
-    """Write JSONL via a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = jsonl_bytes(records)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write JSONL whole or not at all (data_modules.atomic_write)."""
+    from data_modules.atomic_write import write_bytes_atomic
+
+    return write_bytes_atomic(path, jsonl_bytes(records))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Every record of a JSONL file, through the project's one reader (a bad or hostile line
+    is an EpisodeError naming FILE:LINE)."""
+    from mypt_lightning.data_prep.jsonl import iter_lines, parse_line
+
+    return [parse_line(line, f"{path}:{number}", validate=False) for number, line in iter_lines(path)]
 
 
 def build_arg_parser(prog: str, description: str, *, default_num: int, language_modes: Sequence[str] = LANGUAGE_MODES,
@@ -266,11 +256,12 @@ def finish(generated: Generated, output: str | Path, *, extra_outputs: dict[str,
 
 def run_cli(main_fn: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a generator's main; user errors become a one-line message and exit status 2."""
+    from data_modules.atomic_write import OutputWriteError
     from mypt_lightning.errors import UserError
 
     try:
         return main_fn(argv)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except (UserError, OutputWriteError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -11,8 +11,9 @@ rebuilds and checks it again instead of calling it up to date."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from data_modules.atomic_write import write_text_atomic
 
 from .plan import Plan, Step
 
@@ -45,10 +46,7 @@ def _recorded(step: Step, state: dict) -> str | None:
 
 
 def _write_state(state_dir: Path, state: dict) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, state_dir / STATE_FILE)
+    write_text_atomic(state_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
 
 def _checked_datasets(plan: Plan, step: Step) -> list[Step]:
