@@ -48,12 +48,40 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from .collate import collate_samples
-from .episode_format import list_splits
+from .episode_format import DatasetFormatError, list_splits
 from .episode_reader import EpisodeDataset
 from .mixture import MixtureDataset, SourceDataset
 from .sampler import EpochSampler, EvalSampler
 
 PRIMARY_VAL_NAME = "val"
+
+
+class WorkerInit:
+    """``worker_init_fn`` of every loader here (DESIGN.md 8b: DataLoader workers never act
+    on signals). A scheduler's SIGTERM or a terminal's Ctrl-C reaches the whole process
+    group; a worker that died of it would crash training ("DataLoader worker ... killed
+    by signal") before the main process could save at the step end. So workers ignore
+    both (the main process ends them), die with the main process, and then get Lightning's
+    worker seeding, which Lightning adds only to loaders without a ``worker_init_fn``.
+
+    A class rather than a closure: loaders with the spawn start method pickle it.
+    """
+
+    def __init__(self, parent_pid: int, rank: int):
+        self.parent_pid = parent_pid
+        self.rank = rank
+
+    def __call__(self, worker_id: int) -> None:
+        from mypt_lightning.process_lifetime import die_with_parent, ignore_stop_signals
+
+        # The kernel kills the worker when the thread that created it ends: Lightning
+        # iterates the loaders in the main thread.
+        die_with_parent(self.parent_pid)
+        ignore_stop_signals(self.parent_pid)
+        if int(os.environ.get("PL_SEED_WORKERS", 0)):
+            from lightning.fabric.utilities.seed import pl_worker_init_function
+
+            pl_worker_init_function(worker_id, rank=self.rank)
 
 
 def _plain(value: Any) -> Any:
@@ -104,7 +132,10 @@ class SFTDataModule(L.LightningDataModule):
         eval_sets: ``{name: dataset_dir}``; each validates on its val split (train if none).
         max_val_samples: validate on the first N samples of each validation set.
         val_batch_size: defaults to ``batch_size``.
-        check_tokens: scan token ids (and masks) when opening datasets.
+        check_tokens: scan every token id (and mask value) when opening datasets. Off by
+            default: opening then costs O(index), not a read of tokens.bin (run
+            tools/validate_sft_dataset.py for the full scan); each sample's ids and weights
+            are still checked as it is read, so a bad id fails naming the file.
     """
 
     def __init__(
@@ -120,7 +151,7 @@ class SFTDataModule(L.LightningDataModule):
         eval_sets: dict[str, str] | None = None,
         max_val_samples: int | None = None,
         val_batch_size: int | None = None,
-        check_tokens: bool = True,
+        check_tokens: bool = False,
     ):
         super().__init__()
         dataset_dir = None if dataset_dir is None else str(dataset_dir)
@@ -183,14 +214,25 @@ class SFTDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ datasets
     def _open(self, path: str, split: str) -> EpisodeDataset:
-        dataset = EpisodeDataset(path, split, max_length=self.block_size + 1, check_tokens=self.check_tokens)
+        dataset = EpisodeDataset(
+            path, split, max_length=self.block_size + 1, check_tokens=self.check_tokens, check_samples=True
+        )
         if dataset.packed:
             if dataset.block_size is not None and dataset.block_size > self.block_size + 1:
-                raise ValueError(
-                    f"{dataset.split_dir}: packed blocks of {dataset.block_size} tokens do not fit block_size="
-                    f"{self.block_size} (at most block_size + 1 tokens per sample); re-pack the dataset"
+                raise DatasetFormatError(
+                    dataset.split_dir,
+                    f"packed blocks of {dataset.block_size} tokens do not fit the model's context block_size="
+                    f"{self.block_size} (at most block_size + 1 tokens per sample): re-pack the dataset with "
+                    f"block_size <= {self.block_size + 1}, or train with model.block_size >= {dataset.block_size - 1}",
                 )
         else:
+            no_target = int(np.count_nonzero(dataset.sample_lengths() < 2))
+            if no_target:
+                # Valid in the format, but a 1-token episode has no next token to predict.
+                rank_zero_warn(
+                    f"{dataset.split_dir}: {no_target} of {len(dataset)} episodes have a single token and "
+                    f"train nothing (an episode needs >= 2 tokens to have a target)"
+                )
             too_long = int(np.count_nonzero(dataset.sample_lengths() > self.block_size + 1))
             if too_long:
                 rank_zero_warn(
@@ -248,6 +290,7 @@ class SFTDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             generator=self._loader_generator(),
+            worker_init_fn=self._worker_init_fn(),
         )
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -265,9 +308,13 @@ class SFTDataModule(L.LightningDataModule):
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
                 generator=self._loader_generator(),
+                worker_init_fn=self._worker_init_fn(),
             )
             for number, (_, dataset) in enumerate(self._val_sets)
         ]
+
+    def _worker_init_fn(self) -> "WorkerInit":
+        return WorkerInit(parent_pid=os.getpid(), rank=self._rank_and_world()[0])
 
     def _loader_generator(self) -> torch.Generator:
         # A DataLoader without its own generator draws its worker base seed from the global

@@ -1,9 +1,14 @@
-"""Surviving preemption and bad disks.
+"""Surviving preemption, Ctrl-C and bad disks.
 
-* SIGTERM (SLURM preemption, ``kill``): the run finishes the optimizer step it is in,
-  writes ``last.ckpt`` and exits with 143; ``ckpt_path=last`` resumes exactly. Stopping in
-  the middle of a gradient-accumulation window would throw away the partial gradients,
-  and a checkpoint taken there could not be resumed exactly.
+* SIGTERM (SLURM preemption, ``kill``, ``timeout``): the run finishes the optimizer step it
+  is in, writes ``last.ckpt`` and exits with 143; ``ckpt_path=last`` resumes exactly.
+  Stopping in the middle of a gradient-accumulation window would throw away the partial
+  gradients, and a checkpoint taken there could not be resumed exactly.
+* Ctrl-C (SIGINT) does the same and exits with 130; a second Ctrl-C stops at once, without
+  saving (Lightning's KeyboardInterrupt shutdown; ``train()`` keeps the exit code 130).
+* Signals to the whole process group (schedulers, a terminal) also reach the DataLoader
+  workers, which ignore them (:mod:`mypt_lightning.process_lifetime`): the main process
+  owns them and ends them after saving.
 
   With several processes the signal reaches the ranks at different moments, or only one
   of them (``kill`` of one PID). Saving is a collective (a barrier under DDP; every rank
@@ -23,7 +28,8 @@
   so a process killed mid-save leaves the previous ``last.ckpt`` intact; tests kill a real
   training process during a save to prove it.
 * :func:`check_output_dir` fails before training when the run directory is not writable
-  or the disk cannot hold a checkpoint.
+  or the disk cannot hold a checkpoint; :func:`claim_run_dir` refuses to start a new run
+  in a directory that holds a previous one (or moves it aside with ``overwrite=true``).
 """
 
 from __future__ import annotations
@@ -42,8 +48,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from mypt_lightning.errors import UserError
+from mypt_lightning.process_lifetime import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE
 
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what schedulers expect of a terminated job
+PREEMPTED_EXIT_CODE = SIGTERM_EXIT_CODE  # 143 = 128 + SIGTERM: what schedulers expect of a terminated job
+INTERRUPTED_EXIT_CODE = SIGINT_EXIT_CODE  # 130 = 128 + SIGINT: Ctrl-C
 
 
 def scheduler_preempt_signal() -> signal.Signals:
@@ -56,7 +64,10 @@ def scheduler_preempt_signal() -> signal.Signals:
 class Preemption:
     """What a run knows about a stop request; lives on the LightningModule as ``preemption``.
 
-    ``received``: this process got SIGTERM (or the scheduler's signal).
+    ``received``: this process got SIGTERM, SIGINT (or the scheduler's signal).
+    ``signum``: the first of them; it decides the exit code (:attr:`exit_code`).
+    ``interrupts``: Ctrl-Cs so far; the second one stops at once (KeyboardInterrupt, or
+    an immediate exit once ``saved``, the checkpoint written for the stop, is on disk).
     ``handoff``: what to call, with the signal, once ``last.ckpt`` is saved: submitit's
     handler, or :func:`requeue_slurm_job` for Lightning's SLURM requeue signal (SIGUSR1).
     Either requeues the job, which then resumes with ``ckpt_path=auto``.
@@ -64,8 +75,21 @@ class Preemption:
 
     def __init__(self) -> None:
         self.received = False
+        self.signum: int | None = None
+        self.interrupts = 0
+        self.saved: str | None = None  # last.ckpt written for the stop; the run is winding down
         self.handoff: tuple | None = None
         self._replaced: list[tuple] = []
+
+    @property
+    def signal_name(self) -> str:
+        """The stop signal's name for messages (SIGTERM where a rank was stopped by another)."""
+        return signal.Signals(self.signum).name if self.signum is not None else "SIGTERM"
+
+    @property
+    def exit_code(self) -> int:
+        """130 after Ctrl-C, else 143 (SIGTERM and the requeue signals alike)."""
+        return INTERRUPTED_EXIT_CODE if self.signum == signal.SIGINT else PREEMPTED_EXIT_CODE
 
     def install(self, trainer) -> None:
         """Call from ``on_train_start``, after Lightning registered its handlers.
@@ -75,6 +99,9 @@ class Preemption:
         processes this one launched, so a ``kill`` of the launching process stops all of them.
         The scheduler's signal: handled the same way only where a handler for it is already
         installed (submitit's); that handler runs later, through :meth:`hand_over`.
+        SIGINT (Ctrl-C): the first one stops at the step end like SIGTERM, the second raises
+        KeyboardInterrupt at once. It is not forwarded: a terminal signals every rank itself,
+        and a rank that was not signalled learns of it at the step boundary anyway.
         """
 
         def on_signal(signum, frame) -> None:
@@ -83,8 +110,31 @@ class Preemption:
                 if launcher is not None:
                     launcher.kill(signum)
             self.received = True
+            if self.signum is None:
+                self.signum = signum
+
+        def on_interrupt(signum, frame) -> None:
+            self.interrupts += 1
+            if self.interrupts > 1 and self.saved is not None:
+                # Already saved and winding down: what is left is not worth waiting for,
+                # and a KeyboardInterrupt there lands in DataLoader teardown (__del__) and is lost.
+                os.write(2, f"[mypt] Ctrl-C again: exiting now; {self.saved} is saved, resume with "
+                            f"ckpt_path=last\n".encode())
+                launcher = trainer.strategy.launcher
+                if launcher is not None:
+                    launcher.kill(signal.SIGKILL)
+                os._exit(INTERRUPTED_EXIT_CODE)
+            if self.interrupts > 1:
+                raise KeyboardInterrupt  # second Ctrl-C mid-step: stop now, without saving
+            self.received = True
+            if self.signum is None:
+                self.signum = signum
+            if trainer.is_global_zero:  # os.write: print() is not safe inside a signal handler
+                os.write(2, b"[mypt] Ctrl-C: saving last.ckpt at the end of this step, then stopping "
+                            b"(Ctrl-C again stops at once without saving)\n")
 
         self._replace(signal.SIGTERM, on_signal)
+        self._replace(signal.SIGINT, on_interrupt)
         environment = trainer._accelerator_connector.cluster_environment
         if isinstance(environment, SLURMEnvironment) and environment.auto_requeue and environment.requeue_signal:
             # Lightning's SLURM auto-requeue saves a checkpoint on the spot (mid-step) and
@@ -151,8 +201,9 @@ def stop_at_step_end_on_sigterm(trainer, module) -> str | None:
     ``on_train_batch_end``, which Lightning runs right before it checks for SIGTERM).
 
     Mid accumulation window: nothing (the flag waits for the step's end). At a step
-    boundary: if any rank received SIGTERM, every rank saves ``last.ckpt`` and tells
-    Lightning to stop after this batch. Returns the saved path, or None.
+    boundary: if any rank received a stop signal (SIGTERM, SIGINT, a requeue signal), every
+    rank saves ``last.ckpt`` and tells Lightning to stop after this batch. Returns the saved
+    path, or None.
     """
     if module._micro_step != 0:
         return None
@@ -164,7 +215,8 @@ def stop_at_step_end_on_sigterm(trainer, module) -> str | None:
         return None
     path = last_checkpoint_path(trainer)
     trainer.save_checkpoint(path)
-    rank_zero_info(f"[mypt] SIGTERM: saved {path} at step {trainer.global_step}; stopping")
+    module.preemption.saved = path
+    rank_zero_info(f"[mypt] {module.preemption.signal_name}: saved {path} at step {trainer.global_step}; stopping")
     trainer._signal_connector.received_sigterm = True  # Lightning raises SIGTERMException after this batch
     return path
 
@@ -198,3 +250,88 @@ def check_output_dir(output_dir: Path, checkpoint_bytes: int) -> None:
             f"model takes ~{checkpoint_bytes / 2**30:.2f} GiB and two must fit during a save. Free some "
             f"space or point paths.output_root elsewhere."
         )
+
+
+# Launchers that start every rank themselves (torchrun, srun, Lightning's own for ranks > 0)
+# say which rank a process is in these variables; the first process has none or all 0.
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def is_first_process() -> bool:
+    """True in the process that owns the run directory: global rank 0, or the process that
+    launches the other ranks. Known before any process group exists."""
+    return all(os.environ.get(name, "0").strip() in ("", "0") for name in _RANK_VARIABLES)
+
+
+def previous_run_entries(output_dir: Path) -> list[str]:
+    """What ``output_dir`` holds of an earlier run: every entry except what Hydra writes for
+    THIS run before ``train()`` starts (``.hydra/``, the job's ``*.log``) and
+    :func:`check_output_dir`'s short-lived write test."""
+    if not output_dir.is_dir():
+        return []
+
+    def this_runs(p: Path) -> bool:
+        return p.name == ".hydra" or p.name.startswith(".write_test_") or (p.suffix == ".log" and p.is_file())
+
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in output_dir.iterdir() if not this_runs(p))
+
+
+def has_trained_state(output_dir: Path) -> bool:
+    """A checkpoint or an export is there: starting a new run over it would mix or destroy it."""
+    checkpoints = output_dir / "checkpoints"
+    return (checkpoints.is_dir() and any(checkpoints.iterdir())) or (output_dir / "export").exists()
+
+
+def claim_run_dir(output_dir: Path, ckpt_path: str | None, resuming: bool, overwrite: bool, run_name: str) -> None:
+    """Make sure a new run does not land on top of a previous one; call before anything is
+    written. Resuming (``ckpt_path`` found a checkpoint): nothing to check.
+
+    A previous run in ``output_dir`` (checkpoints/, run_info.json, export/, logs) stops a
+    new one with a :class:`UserError` naming the three ways on, unless ``overwrite`` is
+    set: then the previous run is moved aside to ``<dir>.old-<timestamp>`` (never deleted).
+    ``ckpt_path=auto`` (a requeued job) with no checkpoint to resume: a directory with only
+    logs and run_info.json is this job's own first attempt, killed before its first
+    checkpoint, and the job starts again in it; one with checkpoints or an export is
+    refused like any other.
+    """
+    if ckpt_path not in (None, "", "auto") and overwrite:
+        raise UserError(
+            f"overwrite=true starts a new run, ckpt_path={ckpt_path} resumes one; drop one of them"
+        )
+    if resuming or not is_first_process():
+        return  # the other ranks follow the first process: it checked (or moved) the directory
+    entries = previous_run_entries(output_dir)
+    if not entries or (ckpt_path == "auto" and not has_trained_state(output_dir)):
+        return
+    if overwrite:
+        aside = _move_run_aside(output_dir, entries)
+        print(f"[mypt] overwrite=true: moved the previous run in {output_dir} aside to {aside}", flush=True)
+        return
+    shown = ", ".join(entries[:6]) + (", ..." if len(entries) > 6 else "")
+    raise UserError(
+        f"run directory {output_dir} already holds a previous run ({shown}); resume it with ckpt_path=last, "
+        f"start a new run elsewhere with run_name=<new name> (now run_name={run_name}), or move the old run "
+        f"aside and start fresh with overwrite=true"
+    )
+
+
+def _move_run_aside(output_dir: Path, entries: list[str]) -> Path:
+    """Move ``entries`` of ``output_dir`` into a new ``<dir>.old-<timestamp>`` beside it.
+    Hydra's files of this run stay (its log file is open)."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, number = output_dir.with_name(f"{output_dir.name}.old-{stamp}"), 1
+    while aside.exists():
+        number += 1
+        aside = output_dir.with_name(f"{output_dir.name}.old-{stamp}-{number}")
+    try:
+        aside.mkdir()
+        for entry in entries:
+            os.rename(output_dir / entry.rstrip("/"), aside / entry.rstrip("/"))
+    except OSError as err:
+        raise UserError(
+            f"overwrite=true: could not move the previous run in {output_dir} aside to {aside}: "
+            f"{err.strerror or err}; move or delete it yourself"
+        ) from None
+    return aside

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import lightning as L
 
@@ -72,3 +73,33 @@ class FakeSchedulerHandler(L.Callback):
             sys.exit(3)
 
         signal.signal(signal.SIGUSR2, requeue)
+
+
+class MarkSteps(L.Callback):
+    """Writes the latest finished optimizer step into ``marker`` (so a test knows the run is
+    training), sleeping ``seconds`` after every micro-batch so a signal finds it mid-run.
+    With ``stall_at_step``: after that step, the next micro-batch sleeps ``stall_seconds``
+    (a step that takes long), and ``marker`` reads ``stalled`` while it does."""
+
+    def __init__(self, marker: str, seconds: float = 0.0, stall_at_step: int | None = None,
+                 stall_seconds: float = 0.0):
+        self.marker = marker
+        self.seconds = seconds
+        self.stall_at_step = stall_at_step
+        self.stall_seconds = stall_seconds
+
+    def _write(self, text: str) -> None:
+        tmp = f"{self.marker}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.stall_at_step is not None and trainer.global_step == self.stall_at_step and pl_module._micro_step == 0:
+            self._write("stalled")
+            time.sleep(self.stall_seconds)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module._micro_step == 0 and trainer.global_step > 0:
+            self._write(str(trainer.global_step))
+        time.sleep(self.seconds)

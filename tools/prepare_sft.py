@@ -20,8 +20,10 @@ apart. An episode longer than the block (or --max_length when unpacked) is rejec
 counted, or cut to the limit with --truncate_long.
 
 Bad records are reported as FILE:LINE: FIELD: REASON. Default: stop before writing
-anything; --on-error skip skips and counts them. Exit status: 0 written, 2 bad input/flags.
-See docs/data_preparation.md.
+anything; --on-error skip skips and counts them. A full disk or an unwritable output is one
+line naming it. SIGTERM and Ctrl-C stop cleanly: no temporary files, no worker left, an
+existing output untouched. Exit status: 0 written, 2 bad input/flags/output, 130 Ctrl-C,
+143 SIGTERM. See docs/data_preparation.md.
 """
 
 from __future__ import annotations
@@ -88,7 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         print(result.summary)
         return 0
 
-    return cli.run(go, "prepare_sft")
+    from mypt_lightning.process_lifetime import SIGTERM_EXIT_CODE, Terminated, stop_signals_raise
+
+    # SIGTERM (a scheduler, `timeout`, `kill`) becomes an exception like Ctrl-C, so the
+    # cleanup in prepare_sft's `finally` blocks runs instead of the process vanishing.
+    try:
+        with stop_signals_raise():
+            return cli.run(go, "prepare_sft")
+    except Terminated:
+        print("prepare_sft: stopped by SIGTERM; temporary files removed (an output appears only when complete)",
+              file=sys.stderr)
+        return SIGTERM_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -33,13 +33,16 @@ def init_worker(options: dict[str, Any]) -> None:
     _STATE["tokenizer"] = get_tokenizer()
 
 
-def init_pool_worker(options: dict[str, Any]) -> None:
-    """Initializer of a forked pool process: :func:`init_worker`, and SIGTERM back to its
-    default. A fork inherits the parent's Python signal handlers; one that only records the
-    signal (a trainer's) would keep ``Pool.terminate()`` from ending the worker."""
-    import signal
+def init_pool_worker(options: dict[str, Any], parent_pid: int) -> None:
+    """Initializer of a pool process: :func:`init_worker`, after making it a helper that
+    dies with its parent (SIGKILL from the kernel, so no orphan keeps its memory) and leaves
+    stop signals to it: a group SIGTERM or Ctrl-C reaches the parent, which cleans up and
+    ends the pool; the parent's ``Pool.terminate()`` still ends it. This also replaces the
+    Python handlers a fork inherits (a trainer's that only records SIGTERM, say)."""
+    from mypt_lightning.process_lifetime import die_with_parent, ignore_stop_signals
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent_pid)
+    ignore_stop_signals(parent_pid)
     init_worker(options)
 
 

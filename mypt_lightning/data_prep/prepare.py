@@ -16,15 +16,24 @@ Pipeline (two passes over the input; memory grows with the episode count, never 
 
 Too-long episodes (more tokens than the block, or than ``max_length`` unpacked) are
 rejected and counted (default) or truncated to the limit (``truncate_long``).
+
+Nothing is left behind: every way out (an error, a full disk, SIGTERM and Ctrl-C, which the
+command line turns into exceptions) removes the scratch folder ``.NAME.scratch-<host>-<pid>-*``
+and the writer's temp folder; what a SIGKILLed run left beside the same output is removed
+by the next run (it names it). Pool workers die with the parent (``PR_SET_PDEATHSIG``) and
+leave stop signals to it. A full disk, a read-only or not writable location is one
+:class:`UserError` naming the output.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import multiprocessing as mp
+import multiprocessing.pool
 import os
 import shutil
-import tempfile
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -185,6 +194,24 @@ def _chunks(paths: list[Path], digests: list, progress) -> Iterator[tuple[int, t
         digests.append(digest.hexdigest())
 
 
+class _KillingPool(multiprocessing.pool.Pool):
+    """A pool whose ``terminate()`` ends its forked workers with SIGKILL.
+
+    The workers ignore SIGTERM from anyone but this process (``init_pool_worker``), and
+    when a group SIGTERM has just reached them, the pool's own SIGTERM merges into that
+    one (standard signals do not queue) and is lost: ``terminate()`` then waited forever.
+    SIGKILL is safe where the pool sends it: after the workers were told to stop and the
+    queues' locks were taken over. (They would not be before: a worker killed while it
+    holds a queue lock deadlocks the pool, so only the pool may kill them.)"""
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        process = ctx.Process(*args, **kwds)
+        if ctx.get_start_method() == "fork":  # other start methods pickle the process object
+            process.terminate = process.kill
+        return process
+
+
 def _pass1(cfg: PrepareConfig, paths: list[Path], store: _Store, errors: ErrorLog, limit: int | None,
            digests: list[str], workers: int) -> None:
     from tqdm import tqdm
@@ -202,7 +229,8 @@ def _pass1(cfg: PrepareConfig, paths: list[Path], store: _Store, errors: ErrorLo
     pool = None
     if workers > 1:
         context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        pool = context.Pool(workers, initializer=worker.init_pool_worker, initargs=(options,))
+        pool = _KillingPool(workers, initializer=worker.init_pool_worker, initargs=(options, os.getpid()),
+                            context=context)
     else:
         worker.init_worker(options)
     try:
@@ -262,26 +290,93 @@ def prepare_sft(cfg: PrepareConfig) -> PrepareResult:
     tokenizer = get_tokenizer()  # fails early (and before forking) when the BPE file is missing
     total_bytes = sum(p.stat().st_size for p in paths)
     workers = cfg.num_workers or (available_cores() if total_bytes >= (1 << 20) else 1)
-    out = Path(cfg.output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.scratch-", dir=out.parent))
-    store = _Store(scratch, list(cfg.overlap_fields))
+    out = Path(cfg.output_dir).absolute()
     errors = ErrorLog(cfg.on_error, max_examples=MAX_EXAMPLES)
     digests: list[str] = []
+    scratch: Path | None = None
+    store: _Store | None = None
     try:
-        _pass1(cfg, paths, store, errors, limit, digests, workers)
-        store.finish()
-        if store.num == 0:
-            raise UserError(f"no episodes to write: {store.records} records read, {errors.count} bad, "
-                            f"{store.too_long_count} longer than {limit} tokens")
-        split = assign_val_split(store.num, store.split_keys, store.split_owner, cfg.val_split, cfg.seed)
-        report = _overlap_report(paths, store, split.is_val)
-        sources = _sources(paths, digests, store)
-        metadata = write_dataset(cfg, store, split, report, sources, errors, tokenizer.state_dict(), limit)
-    finally:
-        store.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_leftovers(out)
+            scratch = _make_scratch(out)
+            store = _Store(scratch, list(cfg.overlap_fields))
+            _pass1(cfg, paths, store, errors, limit, digests, workers)
+            store.finish()
+            if store.num == 0:
+                raise UserError(f"no episodes to write: {store.records} records read, {errors.count} bad, "
+                                f"{store.too_long_count} longer than {limit} tokens")
+            split = assign_val_split(store.num, store.split_keys, store.split_owner, cfg.val_split, cfg.seed)
+            report = _overlap_report(paths, store, split.is_val)
+            sources = _sources(paths, digests, store)
+            metadata = write_dataset(cfg, store, split, report, sources, errors, tokenizer.state_dict(), limit)
+        finally:
+            try:
+                if store is not None:
+                    store.close()  # flushing onto a full disk raises again: the scratch must still go
+            finally:
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+    except OSError as exc:
+        message = _output_error_message(exc, out, scratch)
+        if message is None:
+            raise
+        raise UserError(message) from None
     return PrepareResult(out, metadata, summarize(cfg, metadata, time.time() - start, workers))
+
+
+def _make_scratch(out: Path) -> Path:
+    """``.NAME.scratch-<host>-<pid>-<random>`` beside the output: the pid tells a later run
+    whether its writer still runs (see :func:`_remove_stale_leftovers`)."""
+    from data_modules.atomic_write import temp_path
+
+    while True:
+        scratch = temp_path(out, "scratch")
+        try:
+            scratch.mkdir()
+            return scratch
+        except FileExistsError:
+            continue
+
+
+def _remove_stale_leftovers(out: Path) -> None:
+    """Remove what a killed (SIGKILL, power loss) earlier writer of ``out`` left beside it:
+    its scratch folder and the dataset writer's temp folders; live writers' are kept."""
+    from data_modules.atomic_write import _is_stale, remove_stale_temps
+
+    removed = [p.name for p in remove_stale_temps(out.parent, out.name)]
+    prefix = f".{out.name[:180]}.scratch-"
+    try:
+        entries = [e for e in os.scandir(out.parent) if e.name.startswith(prefix)]
+    except OSError:
+        entries = []
+    for entry in entries:
+        if _is_stale(entry, entry.name[len(prefix):]):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+    if removed:
+        print(f"prepare_sft: removed what an interrupted earlier run left beside {out}: {', '.join(sorted(removed))}",
+              file=sys.stderr)
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM}
+
+
+def _output_error_message(exc: OSError, out: Path, scratch: Path | None) -> str | None:
+    """One line for a full disk or an unwritable output (None: not the output's problem, e.g.
+    an unreadable input, which keeps its own error)."""
+    from data_modules.atomic_write import output_error
+
+    if exc.errno in _PERMISSION_ERRNOS and exc.filename is not None:
+        name = Path(os.fsdecode(exc.filename)).absolute()
+        ours = (str(out), str(out.parent / f".{out.name[:180]}."), str(scratch or out))
+        if not (name in out.parents or str(name).startswith(ours)):  # creating a parent, or our files
+            return None
+    elif exc.errno not in _OUTPUT_ERRNOS:
+        return None
+    translated = output_error(exc, out)
+    return None if translated is None else f"{translated} (nothing was written, temporary files removed)"
 
 
 def _sources(paths: list[Path], digests: list[str], store: _Store) -> list[dict[str, Any]]:
