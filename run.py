@@ -4,7 +4,11 @@
     python run.py experiment=cpu_demo                         # tiny model on CPU (see README)
     python run.py -m phase=phase3_chat_sft optim.lr=1e-5,3e-5 model.neftune_alpha=0,5
     python run.py phase=phase4_multiturn ckpt_path=last       # resume a killed run exactly
+    python run.py phase=phase4_multiturn overwrite=true       # start again; the old run is moved aside
     python run.py --help                                      # config groups and options
+
+SIGTERM or Ctrl-C: the run saves last.ckpt at the end of the step and exits 143 / 130
+(a second Ctrl-C stops at once). Exit 2: a user error, shown as one line.
 """
 
 import sys
@@ -13,8 +17,9 @@ import hydra
 from omegaconf import DictConfig
 
 import mypt_lightning.config  # noqa: F401  (registers the ${mypt.*} resolvers)
+from data_modules.atomic_write import OutputWriteError
 from mypt_lightning.errors import Preempted, UserError
-from mypt_lightning.fault_tolerance import PREEMPTED_EXIT_CODE
+from mypt_lightning.fault_tolerance import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -23,14 +28,17 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         metrics = train(cfg)
-    except UserError as err:
+    except (UserError, OutputWriteError) as err:  # OutputWriteError: a full disk, a read-only output...
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except Preempted as stop:
+    except Preempted as stop:  # SIGTERM / Ctrl-C / a requeue signal: 143, 130 after Ctrl-C
         print(f"[mypt] {stop}", file=sys.stderr)
         if stop.handoff is not None:
             stop.handoff.hand_over()  # under submitit: requeue the job (and exit there)
-        sys.exit(PREEMPTED_EXIT_CODE)
+        sys.exit(stop.handoff.exit_code if stop.handoff is not None else PREEMPTED_EXIT_CODE)
+    except KeyboardInterrupt:  # Ctrl-C outside the training steps (setup, export, the gate)
+        print("[mypt] interrupted (Ctrl-C) outside the training steps; nothing new was saved", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     return metrics.get("val_loss")
 
 

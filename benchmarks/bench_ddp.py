@@ -28,11 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_modules import DatasetWriter, build_packed_block  # noqa: E402
+from mypt_lightning.tokenizer import get_tokenizer  # noqa: E402
 
 
 def write_dataset(path: Path, block: int, blocks: int) -> None:
     rng = np.random.default_rng(0)
-    with DatasetWriter(path, weighted=False, packed=True, block_size=block) as writer:
+    with DatasetWriter(path, weighted=False, packed=True, block_size=block, tokenizer_state=get_tokenizer().state_dict()) as writer:
         for split, count in (("train", blocks), ("val", 4)):
             out = writer.split(split)
             for _ in range(count):

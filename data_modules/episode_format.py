@@ -7,7 +7,8 @@ Layout::
 
     DATASET/
       dataset_metadata.json      required (see "Metadata keys" below)
-      tokenizer_state.json       optional for reading
+      tokenizer_state.json       optional for reading; training and validate_sft_dataset
+                                 require it and compare it with the tokenizer
       train/
         tokens.bin               uint32, all samples back to back
         mask.bin                 uint8 0/1 per token: mask[i] = weight of PREDICTING tokens[i]
@@ -15,7 +16,11 @@ Layout::
         segment_ids.bin          uint8 per token, packed datasets only:
                                  0 = padding, 1..255 = episode number inside the block
         episodes.idx             uint64 pairs (start, length), one per sample
-                                 (an episode, or a packed block of exactly block_size tokens)
+                                 (an episode, or a packed block of exactly block_size tokens);
+                                 the records tile tokens.bin: the first starts at 0, each
+                                 starts where the previous one ends, the last ends at the
+                                 end of tokens.bin, none is empty (a 1-token episode is valid
+                                 but has no target: training warns about it)
       train/shard_00000/...      sharded variant: the same files per shard, read in shard order
       val/...                    same as train
 
@@ -180,14 +185,7 @@ def _present(raw: dict, *keys: str) -> dict[str, Any]:
 def load_metadata(dataset_dir: str | Path) -> DatasetMetadata:
     """Read and normalise ``DATASET/dataset_metadata.json``; errors name the file and field."""
     path = Path(dataset_dir) / METADATA_FILE
-    if not path.is_file():
-        raise DatasetFormatError(path, "missing dataset metadata file (every dataset needs one)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetFormatError(path, f"not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise DatasetFormatError(path, f"must hold a JSON object, got {type(raw).__name__}")
+    raw = _read_json_object(path, "dataset metadata")
 
     version = raw.get("format_version")
     if version is not None:
@@ -208,6 +206,25 @@ def load_metadata(dataset_dir: str | Path) -> DatasetMetadata:
         block_size=_agree(path, _present(raw, "block_size", "pack_block_size"), _as_block_size),
         has_loss_mask=_agree(path, _present(raw, "has_loss_mask"), _as_bool),
     )
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise DatasetFormatError(path, f"missing {what} file")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DatasetFormatError(path, f"not valid JSON: {exc}") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise DatasetFormatError(path, f"not readable JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DatasetFormatError(path, f"must hold a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def load_tokenizer_state(dataset_dir: str | Path) -> dict[str, Any]:
+    """``DATASET/tokenizer_state.json`` as a dict (the caller compares it with its tokenizer)."""
+    return _read_json_object(Path(dataset_dir) / TOKENIZER_STATE_FILE, "tokenizer state")
 
 
 def find_shard_dirs(split_dir: Path) -> list[Path]:

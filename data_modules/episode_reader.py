@@ -2,8 +2,15 @@
 
 Everything that can be checked cheaply is checked when the dataset is opened, so a bad
 dataset fails before training starts, with a :class:`DatasetFormatError` naming the file
-and the reason. The token-range scan reads tokens.bin once (vectorised, in chunks); turn
-it off with ``check_tokens=False`` for datasets already verified.
+and the reason: metadata, file sizes, and an index whose records tile tokens.bin (in
+order, back to back, none empty; packed: every record block_size long). That costs
+O(index), whatever the size of tokens.bin.
+
+The token-range scan reads tokens.bin once (vectorised, in chunks); turn it off with
+``check_tokens=False`` (training does: validate_sft_dataset runs the full scan). With
+``check_samples=True`` each sample's ids and weights are checked as it is read instead
+(a few microseconds per sample), so a bad id stops training with a named error rather
+than an embedding index error or a CUDA device assert.
 """
 
 from __future__ import annotations
@@ -73,6 +80,8 @@ def _read_index(path: Path, num_tokens: int) -> np.ndarray:
         )
     raw = np.fromfile(path, dtype=INDEX_DTYPE).reshape(-1, 2)
     if raw.size == 0:
+        if num_tokens:
+            raise DatasetFormatError(path, f"holds no records but {TOKENS_FILE} holds {num_tokens} tokens")
         return np.zeros((0, 2), dtype=np.int64)
     # Anything >= 2**62 cannot be a real offset; checking first keeps the int64 sums exact.
     too_big = np.flatnonzero((raw >= (1 << 62)).any(axis=1))
@@ -84,6 +93,12 @@ def _read_index(path: Path, num_tokens: int) -> np.ndarray:
     index = raw.astype(np.int64)
     starts, lengths = index[:, 0], index[:, 1]
     ends = starts + lengths
+    empty = np.flatnonzero(lengths < 1)
+    if empty.size:
+        i = int(empty[0])
+        raise DatasetFormatError(
+            path, f"record #{i} (start={int(starts[i])}, length=0) is empty: every sample needs at least one token"
+        )
     bad = np.flatnonzero(ends > num_tokens)
     if bad.size:
         i = int(bad[0])
@@ -100,7 +115,32 @@ def _read_index(path: Path, num_tokens: int) -> np.ndarray:
             f"record #{i} (start={int(starts[i])}, length={int(lengths[i])}) is out of range: it ends at "
             f"token {int(ends[i])} but {TOKENS_FILE} holds {num_tokens} tokens",
         )
+    _check_back_to_back(path, starts, lengths, ends, num_tokens)
     return index
+
+
+def _check_back_to_back(path: Path, starts: np.ndarray, lengths: np.ndarray, ends: np.ndarray, num_tokens: int) -> None:
+    """Records must tile tokens.bin in order: an overlap, a gap or a trailing rest means a
+    damaged index, and training on it would silently lose or repeat an episode."""
+    expected = np.concatenate([[0], ends[:-1]])
+    off = np.flatnonzero(starts != expected)
+    if off.size:
+        i = int(off[0])
+        record = f"record #{i} (start={int(starts[i])}, length={int(lengths[i])})"
+        if i == 0:
+            where = "the first record must start at token 0"
+        elif starts[i] < expected[i]:
+            where = f"it overlaps record #{i - 1}, which ends at token {int(expected[i])}"
+        else:
+            where = f"tokens {int(expected[i])}..{int(starts[i]) - 1} lie in no record"
+        raise DatasetFormatError(path, f"{record} is misplaced: {where} (records must tile {TOKENS_FILE} in order)")
+    covered = int(ends[-1]) if ends.size else 0
+    if covered != num_tokens:
+        raise DatasetFormatError(
+            path,
+            f"the {len(starts)} records end at token {covered} but {TOKENS_FILE} holds {num_tokens} tokens: "
+            f"tokens {covered}..{num_tokens - 1} lie in no record (records missing from the end of {INDEX_FILE}?)",
+        )
 
 
 def _scan(path: Path, dtype: np.dtype, check, describe) -> None:
@@ -199,12 +239,15 @@ class EpisodeDataset(Dataset):
         max_length: int | None = None,
         check_tokens: bool = True,
         vocab_size: int = TOKENIZER_VOCAB_SIZE,
+        check_samples: bool = False,
     ):
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self.dataset_dir, self.split = resolve_split(path, split)
         self.split_dir = self.dataset_dir / self.split
         self.max_length = max_length
+        self.vocab_size = int(vocab_size)
+        self.check_samples = bool(check_samples)
         self.metadata: DatasetMetadata = load_metadata(self.dataset_dir)
 
         shard_dirs = find_shard_dirs(self.split_dir) if self.split_dir.is_dir() else []
@@ -320,11 +363,36 @@ class EpisodeDataset(Dataset):
             length = min(length, self.max_length)
         tokens, weights, segments = self._arrays(shard_id)
         end = start + length
-        return {
+        sample = {
             "tokens": np.asarray(tokens[start:end], dtype=np.int64),
             "weights": np.asarray(weights[start:end], dtype=np.float32),
             "segment_ids": None if segments is None else np.asarray(segments[start:end], dtype=np.int64),
         }
+        if self.check_samples:
+            self._check_sample(shard_id, i - int(self._offsets[shard_id]), start, sample)
+        return sample
+
+    def _check_sample(self, shard_id: int, local: int, start: int, sample: dict[str, Any]) -> None:
+        shard = self._shards[shard_id]
+        tokens, weights = sample["tokens"], sample["weights"]
+        if tokens.size and int(tokens.max()) >= self.vocab_size:
+            p = int(np.flatnonzero(tokens >= self.vocab_size)[0])
+            raise DatasetFormatError(
+                shard.directory / TOKENS_FILE,
+                f"token id {int(tokens[p])} at position {start + p} (sample #{local}) is >= the vocabulary "
+                f"size {self.vocab_size}; run tools/validate_sft_dataset.py on the dataset",
+            )
+        if shard.weights_file == MASK_FILE:
+            bad = np.flatnonzero(weights > 1)  # uint8 0/1
+        else:
+            bad = np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))
+        if bad.size:
+            p = int(bad[0])
+            raise DatasetFormatError(
+                shard.directory / shard.weights_file,
+                f"weight {float(weights[p]):g} at position {start + p} (sample #{local}) is not "
+                + ("0 or 1" if shard.weights_file == MASK_FILE else "a finite value >= 0"),
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -7,7 +7,8 @@ a run needs is instantiated here from the config (``data``, ``logger``, ``callba
 * ``init_from: auto`` -> the previous phase's export (found beside this run's directory),
   or ``paths.base_model`` for phase 1b; a missing one stops before anything starts and
   names the command that produces it;
-* ``ckpt_path: last`` -> ``<run dir>/checkpoints/last.ckpt``;
+* ``ckpt_path: last`` -> ``<run dir>/checkpoints/last.ckpt``; without it, a run directory
+  that holds a previous run is refused (``overwrite: true`` moves it aside first);
 * the W&B run id, kept in ``<run dir>/run_info.json`` so a resumed run continues the same
   W&B run.
 """
@@ -18,6 +19,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import sys
 import time
 import warnings
@@ -28,10 +30,17 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mypt_lightning import config as _resolvers  # noqa: F401  (registers ${mypt.*})
+from data_modules.atomic_write import write_text_atomic
+from mypt_lightning.checkpoint import check_loadable, check_resumable, trusted_types
+from mypt_lightning.config import validate_config  # (importing it registers ${mypt.*})
 from mypt_lightning.curriculum import resolve_init_from, run_phase_gate
 from mypt_lightning.errors import Preempted, UserError
-from mypt_lightning.fault_tolerance import check_output_dir, estimate_checkpoint_bytes
+from mypt_lightning.fault_tolerance import (
+    check_output_dir,
+    claim_run_dir,
+    estimate_checkpoint_bytes,
+    is_first_process,
+)
 
 RUN_INFO = "run_info.json"
 
@@ -54,8 +63,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(path)
 
 
-def check_datasets(cfg: DictConfig) -> None:
-    """Fail before building anything if a dataset the run reads does not exist."""
+def check_datasets(cfg: DictConfig):
+    """Fail before building anything if a dataset the run reads is missing, damaged, made
+    with another tokenizer, or packed for a longer context than the model's.
+
+    Returns the run's DataModule with every split it reads open: the reader's checks of
+    sizes, index and metadata cost O(index), the token scan is left to validate_sft_dataset.
+    """
     paths = []
     if cfg.data_mix.get("components"):
         paths += [(c["name"], c["path"]) for c in cfg.data_mix.components]
@@ -70,6 +84,31 @@ def check_datasets(cfg: DictConfig) -> None:
             f"`python tools/prepare_phase.py phase=<phase>` or tools/prepare_sft.py, point "
             f"phase.dataset_dir / data_mix at existing datasets, or use data_mix=none."
         )
+    from hydra.errors import InstantiationException
+
+    from data_modules.episode_format import DatasetFormatError
+    from mypt_lightning.data_prep.validate import check_tokenizer_state
+
+    try:
+        datamodule = instantiate(cfg.data, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError):  # the DataModule's argument checks
+            raise UserError(f"data: {err.__cause__}") from None
+        raise
+    try:
+        for path in dict.fromkeys([p for _, p, _ in datamodule.components] + list(datamodule.eval_sets.values())):
+            check_tokenizer_state(path)
+        datamodule.setup("fit")
+    except DatasetFormatError as err:
+        # data_modules cannot import UserError (it depends on special_tokens only): this is
+        # where a damaged dataset becomes the one-line error of every entry point.
+        roots = [Path(p) for _, p, _ in datamodule.components] + [Path(p) for p in datamodule.eval_sets.values()]
+        root = next((r for r in roots if err.path.is_file() and err.path.is_relative_to(r)), None)
+        hint = f"; check the dataset with `python tools/validate_sft_dataset.py --dataset {root}`" if root else ""
+        raise UserError(f"{err}{hint}") from None
+    except OSError as err:
+        raise UserError(f"cannot read a dataset file: {err}") from None
+    return datamodule
 
 
 def count_parameters(cfg: DictConfig) -> int:
@@ -101,10 +140,7 @@ def _write_run_info(output_dir: Path, cfg: DictConfig, init_from: str | None) ->
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": " ".join(shlex.quote(a) for a in sys.argv),
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f".{RUN_INFO}.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, output_dir / RUN_INFO)
+    write_text_atomic(output_dir / RUN_INFO, json.dumps(info, indent=2))  # creates output_dir
 
 
 def build_module(cfg: DictConfig, init_from: str | None, val_set_names: list[str]):
@@ -129,20 +165,28 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
 
     ``extra_callbacks`` are added to the configured ones (programmatic use: notebooks, tests).
     """
+    validate_config(cfg)  # every key's type and range, before anything touches the disk
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path)  # a damaged or unsafe file is named now, not after setup
     init_from = None if ckpt_path else resolve_init_from(cfg, output_dir)
-    check_datasets(cfg)
+    if init_from is not None:
+        check_loadable(init_from)  # no pickled code, a readable format: named before anything is written
+    datamodule = check_datasets(cfg)
+    # Last of the checks, first of the writes: a new run never lands on a previous one.
+    claim_run_dir(output_dir, cfg.get("ckpt_path"), resuming=ckpt_path is not None,
+                  overwrite=bool(cfg.get("overwrite", False)), run_name=cfg.run_name)
     check_output_dir(output_dir, estimate_checkpoint_bytes(count_parameters(cfg)))
     with open_dict(cfg):
         cfg.run_id = resolve_run_id(output_dir, resuming=ckpt_path is not None)
-    _write_run_info(output_dir, cfg, init_from)
+    if is_first_process():  # ranks started alongside (torchrun, srun) must not look like a previous run
+        _write_run_info(output_dir, cfg, init_from)
 
     # Checkpoints are taken right after an optimizer step, which is what we want them to hold;
     # Lightning warns about that for manually optimised modules.
     warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, _convert_="all")
     module = build_module(cfg, init_from, datamodule.val_set_names)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks += list(extra_callbacks or [])
@@ -150,14 +194,29 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SIGTERMException:
+        # weights_only: Lightning's resume unpickles only what check_resumable admitted above.
+        with trusted_types():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:  # a stop signal: last.ckpt saved at the step end (fault_tolerance)
         _finish_loggers(loggers)
-        saved = module.preemption_checkpoint
-        where = f"after saving {saved}" if saved else "without a new checkpoint (SIGTERM outside training steps)"
+        stop, saved = module.preemption, module.preemption_checkpoint
+        where = (f"after saving {saved}" if saved
+                 else f"without a new checkpoint ({stop.signal_name} outside training steps)")
         raise Preempted(
-            f"SIGTERM: stopped at step {trainer.global_step} {where}; resume with ckpt_path=last",
-            handoff=module.preemption,
+            f"{stop.signal_name}: stopped at step {trainer.global_step} {where}; {resume_hint(cfg, output_dir)}",
+            handoff=stop,
+        ) from None
+    except SystemExit as exc:
+        # Lightning ends a KeyboardInterrupt (a second Ctrl-C, or one before training started)
+        # with sys.exit(1); keep Ctrl-C's exit code and say what was kept.
+        if not isinstance(exc.__context__, KeyboardInterrupt):
+            raise
+        _finish_loggers(loggers)
+        stop = module.preemption
+        stop.signum, stop.handoff = signal.SIGINT, None
+        raise Preempted(
+            f"SIGINT: stopped at once at step {trainer.global_step}, without saving; {resume_hint(cfg, output_dir)}",
+            handoff=stop,
         ) from None
     finally:
         module.preemption.uninstall()
@@ -183,6 +242,14 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
         for logger in loggers:
             print(f"[mypt] {type(logger).__name__} logs: {getattr(logger, 'log_dir', None) or getattr(logger, 'save_dir', None)}")
     return metrics
+
+
+def resume_hint(cfg: DictConfig, output_dir: Path) -> str:
+    """How to continue a stopped run, for the one line printed when it stops."""
+    if (output_dir / "checkpoints" / "last.ckpt").exists():
+        return (f"resume with the same command plus ckpt_path=last "
+                f"(run_name={cfg.run_name}, phase={cfg.phase.name})")
+    return "no checkpoint to resume yet; start again with the same command plus overwrite=true"
 
 
 def _finish_loggers(loggers) -> None:

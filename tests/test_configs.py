@@ -114,3 +114,58 @@ def test_slurm_launcher_config_is_submitits_and_instantiates():
     assert (launcher.partition, launcher.tasks_per_node, launcher.signal_delay_s) == ("gpu", 8, 120)
     # the plugin is installed (a dev dependency): the class the config names is a Hydra launcher
     assert issubclass(get_class(launcher._target_), Launcher)
+
+
+# --------------------------------------------------------------------------- validate_config
+@pytest.mark.parametrize("overrides", [[f"phase={p}"] for p in PRESETS] + [["experiment=cpu_demo"],
+                                                                            ["experiment=cpu_phase1_gate"]])
+def test_every_shipped_config_validates(overrides):
+    from mypt_lightning.config import validate_config
+
+    validate_config(compose_cfg(overrides))
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train.max_steps=abc", "train.max_steps='abc': expected an integer >= 1"),
+    ("train.max_steps=0", "train.max_steps=0: expected an integer >= 1"),
+    ("train.max_steps=-1", "train.max_steps=-1"),
+    ("train.accumulate_grad_batches=0", "train.accumulate_grad_batches=0"),
+    ("train.export=maybe", "train.export='maybe': expected true or false"),
+    ("optim.lr=abc", "optim.lr='abc': expected a number > 0"),
+    ("optim.lr=-1", "optim.lr=-1: expected a number > 0"),
+    ("optim.lr=0", "optim.lr=0"),
+    ("optim.betas=[0.9]", "optim.betas=[0.9]: expected a list of two numbers"),
+    ("optim.min_lr_ratio=2", "optim.min_lr_ratio=2: expected a number in [0, 1]"),
+    ("data.batch_size=0", "data.batch_size=0"),
+    ("data.batch_size=2.5", "data.batch_size=2.5"),
+    ("data.block_size=8192", "data.block_size=8192: larger than the model's context model.block_size=4096"),
+    ("model.n_head=7", "model.n_head=7: model.n_embd=1280 does not split into 7 heads"),
+    ("model.n_layer=two", "model.n_layer: expected a positive integer, got 'two'"),
+    ("model.dropout=1.5", "model.dropout: expected a number in [0, 1)"),
+    ("model.vocab_size=1000", "model.vocab_size=1000: expected >= 50276"),
+    ("+model.n_heads=4", "model: unknown key(s) ['n_heads']"),
+    ("+optim.learning_rate=1", "optim: unknown key(s) ['learning_rate']"),
+    ("data.num_workers=-2", "data.num_workers=-2: expected an integer >= 0"),
+    ("data.max_val_samples=0", "data.max_val_samples=0: expected an integer >= 1 or null"),
+    ("data.data_mix=[{name: a}]", "data_mix.components[0]={'name': 'a'}: expected a mapping with a 'path'"),
+    ("data.data_mix=[{path: x, weight: -1}]", "data_mix.components[0].weight=-1: expected a number > 0"),
+    ("train.eval_every_steps=${oops}", "train.eval_every_steps: cannot be resolved"),
+])
+def test_validate_config_names_the_key(override, named):
+    from mypt_lightning.config import ConfigError, validate_config
+    from mypt_lightning.errors import UserError
+
+    with pytest.raises(ConfigError) as info:
+        validate_config(compose_cfg([override]))
+    assert isinstance(info.value, UserError)
+    message = str(info.value)
+    assert named in message and "\n" not in message
+
+
+def test_validate_config_lists_every_bad_key_at_once():
+    from mypt_lightning.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError) as info:
+        validate_config(compose_cfg(["train.max_steps=abc", "optim.lr=abc", "data.batch_size=0"]))
+    for key in ("train.max_steps", "optim.lr", "data.batch_size"):
+        assert key in str(info.value)

@@ -71,9 +71,10 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(tmp_path):
 def write_unpacked_dataset(path: Path, episodes: dict[str, int], seed: int = 0) -> Path:
     """Unpacked episodes of very different lengths, so dynamically padded batches differ in width."""
     from data_modules import DatasetWriter
+    from mypt_lightning.tokenizer import get_tokenizer
 
     rng = np.random.default_rng(seed)
-    with DatasetWriter(path, weighted=True, packed=False, block_size=64) as writer:
+    with DatasetWriter(path, weighted=True, packed=False, block_size=64, tokenizer_state=get_tokenizer().state_dict()) as writer:
         for split, count in episodes.items():
             out = writer.split(split)
             for _ in range(count):

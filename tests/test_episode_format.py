@@ -301,6 +301,84 @@ def test_index_size_not_multiple_of_16(packed_ds):
     _expect(packed_ds, "not a multiple of 16", "episodes.idx")
 
 
+def _rewrite_index(path: Path, edit) -> None:
+    index_path = path / "train" / "episodes.idx"
+    index = np.fromfile(index_path, dtype=np.uint64).reshape(-1, 2).astype(np.int64)
+    edit(index)
+    index.astype(np.uint64).tofile(index_path)
+
+
+def test_zero_length_index_record(packed_ds):
+    def edit(index):
+        index[3, 1] = 0
+    _rewrite_index(packed_ds, edit)
+    _expect(packed_ds, r"record #3 \(start=30, length=0\) is empty", "episodes.idx")
+
+
+def test_overlapping_index_record(packed_ds):
+    def edit(index):
+        index[2, 0] -= 4
+    _rewrite_index(packed_ds, edit)
+    _expect(packed_ds, r"record #2 \(start=16, length=10\) is misplaced: it overlaps record #1, which ends at token 20",
+            "episodes.idx")
+
+
+def test_index_records_out_of_order(packed_ds):
+    def edit(index):
+        index[[1, 2]] = index[[2, 1]]
+    _rewrite_index(packed_ds, edit)
+    _expect(packed_ds, r"record #1 \(start=20, length=10\) is misplaced: tokens 10..19 lie in no record", "episodes.idx")
+
+
+def test_index_missing_its_last_records(packed_ds):
+    """Without counts in the metadata, a shortened index would silently drop the last samples."""
+    _chop(packed_ds / "train" / "episodes.idx", 32)
+    _edit_metadata(packed_ds, splits=None)
+    _expect(packed_ds, r"records end at token \d+ but tokens.bin holds \d+ tokens", "episodes.idx")
+    (packed_ds / "train" / "episodes.idx").write_bytes(b"")
+    _expect(packed_ds, "holds no records but tokens.bin holds", "episodes.idx")
+
+
+def test_single_token_episode_is_valid(tmp_path):
+    path = write_dataset(tmp_path / "ds", {"train": [([5], [1.0]), ([1, 2], [0.0, 1.0])]}, weighted=True, packed=False)
+    assert EpisodeDataset(path).sample_lengths().tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("content, kind", [("[]", "list"), ('"x"', "str"), ("3", "int"), ("null", "NoneType")])
+def test_metadata_that_is_not_an_object(packed_ds, content, kind):
+    (packed_ds / "dataset_metadata.json").write_text(content)
+    _expect(packed_ds, f"must hold a JSON object, got {kind}", "dataset_metadata.json")
+
+
+def test_hostile_metadata_json(packed_ds):
+    (packed_ds / "dataset_metadata.json").write_text("[" * 100_000 + "]" * 100_000)
+    _expect(packed_ds, "not valid JSON", "dataset_metadata.json")
+    (packed_ds / "dataset_metadata.json").write_text('{"format_version": ' + "9" * 10_000 + "}")
+    _expect(packed_ds, "not readable JSON", "dataset_metadata.json")
+
+
+def test_check_samples_names_a_bad_id_when_it_is_read(packed_ds):
+    tokens_path = packed_ds / "train" / "tokens.bin"
+    tokens = np.fromfile(tokens_path, dtype=np.uint32)
+    tokens[23] = TOKENIZER_VOCAB_SIZE
+    tokens.tofile(tokens_path)
+    ds = EpisodeDataset(packed_ds, check_tokens=False, check_samples=True)
+    ds[0]
+    with pytest.raises(DatasetFormatError, match=rf"token id {TOKENIZER_VOCAB_SIZE} at position 23 \(sample #2\)") as info:
+        ds[2]
+    assert info.value.path.name == "tokens.bin"
+    EpisodeDataset(packed_ds, check_tokens=False)[2]  # without check_samples: read as stored
+
+
+def test_check_samples_names_a_bad_weight(packed_ds):
+    path = packed_ds / "train" / "mask_weighted.bin"
+    weights = np.fromfile(path, dtype=np.float32)
+    weights[12] = np.nan
+    weights.tofile(path)
+    with pytest.raises(DatasetFormatError, match=r"weight nan at position 12 \(sample #1\)"):
+        EpisodeDataset(packed_ds, check_tokens=False, check_samples=True)[1]
+
+
 @pytest.mark.parametrize("name", ["mask.bin", "mask_weighted.bin", "segment_ids.bin"])
 def test_aligned_file_size_mismatch(packed_ds, name):
     _chop(packed_ds / "train" / name, 4)

@@ -188,3 +188,86 @@ def test_inspect_report(datasets_dir, capsys):
     assert main(["--dataset_dir", str(datasets_dir / "flat"), "--show_samples", "2"]) == 0
     assert "== train: 12 samples, 12 episodes" in capsys.readouterr().out
     assert main(["--dataset_dir", str(datasets_dir / "missing")]) == 2
+
+
+# --------------------------------------------------------------------------- broken datasets are not passed
+def test_missing_train_split_fails_integrity(copy_of, capsys):
+    path = copy_of("flat")
+    (path / "train").rename(path / "val")  # a val split alone: nothing to train on
+    results = verdicts(path)
+    assert not results["integrity"].passed
+    assert results["integrity"].examples[0].startswith(f"{path / 'train'}: split 'train' is missing")
+    main = runpy.run_path(str(TOOLS / "validate_sft_dataset.py"))["main"]
+    assert main(["--dataset", str(path)]) == 1
+    assert "all checks passed" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["zero_length", "overlap"])
+def test_damaged_index_record_fails_integrity(copy_of, damage):
+    path = copy_of("flat")
+    index = np.fromfile(path / "train/episodes.idx", np.uint64).reshape(-1, 2)
+    if damage == "zero_length":
+        index[4, 1] = 0
+    else:
+        index[4, 0] -= 1
+    index.tofile(path / "train/episodes.idx")
+    results = verdicts(path)
+    assert not results["integrity"].passed
+    assert "episodes.idx: record #4" in results["integrity"].examples[0]
+    assert ("is empty" if damage == "zero_length" else "overlaps record #3") in results["integrity"].examples[0]
+
+
+@pytest.mark.parametrize("content", ["[]", '"x"', "3"])
+def test_metadata_not_an_object_is_named_by_validate_and_inspect(copy_of, capsys, content):
+    path = copy_of("flat")
+    (path / "dataset_metadata.json").write_text(content)
+    results = verdicts(path)
+    assert not results["integrity"].passed
+    assert "dataset_metadata.json: must hold a JSON object" in results["integrity"].examples[0]
+    main = runpy.run_path(str(TOOLS / "inspect_sft_dataset.py"))["main"]
+    assert main(["--dataset_dir", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dataset_metadata.json: must hold a JSON object" in err[0]
+
+
+def test_inspect_invalid_metadata_json_is_one_line(copy_of, capsys):
+    path = copy_of("packed")
+    (path / "dataset_metadata.json").write_text("{not json")
+    main = runpy.run_path(str(TOOLS / "inspect_sft_dataset.py"))["main"]
+    assert main(["--dataset_dir", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"inspect_sft_dataset: error: {path / 'dataset_metadata.json'}: not valid JSON: "
+                   "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"]
+
+
+def test_inspect_flags_token_ids_beyond_the_vocabulary(copy_of, capsys):
+    from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE, VOCAB_SIZE
+
+    path = copy_of("flat")
+    tokens, _, _ = _arrays(path)
+    answer = int(np.flatnonzero(tokens == ASSISTANT_OPEN)[0]) + 1
+    tokens[answer] = VOCAB_SIZE + 7  # not even an embedding row
+    tokens[answer + 1] = TOKENIZER_VOCAB_SIZE
+    tokens.tofile(path / "train/tokens.bin")
+    report = inspect_dataset(path, show_samples=1)
+    assert f"PROBLEM: train: 2 token id(s) >= the vocabulary size {TOKENIZER_VOCAB_SIZE} " \
+           f"(first: id {VOCAB_SIZE + 7} in sample 0 at position {answer})" in report
+    assert f"<INVALID_ID_{VOCAB_SIZE + 7}>" in report
+    main = runpy.run_path(str(TOOLS / "inspect_sft_dataset.py"))["main"]
+    assert main(["--dataset_dir", str(path), "--show_samples", "1"]) == 1
+    assert "PROBLEMS: 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, reason", [
+    (None, "missing"), ("3", "must hold a JSON object"), ("{bad", "not valid JSON"),
+    ('{"token_kind": "gpt2", "special_token_encoder": 5}', "malformed field"),
+])
+def test_tokenizer_state_missing_or_malformed(copy_of, content, reason):
+    path = copy_of("flat")
+    if content is None:
+        (path / "tokenizer_state.json").unlink()
+    else:
+        (path / "tokenizer_state.json").write_text(content)
+    results = verdicts(path)
+    assert failed(path) == ["tokenizer"]
+    assert results["tokenizer"].examples[0].startswith(f"{path / 'tokenizer_state.json'}: {reason}")

@@ -18,6 +18,7 @@ import mypt_lightning.config  # noqa: F401
 from data_modules import DatasetWriter, build_packed_block
 from mypt_lightning import load_model
 from mypt_lightning.errors import UserError
+from mypt_lightning.tokenizer import get_tokenizer
 from mypt_lightning.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ BLOCK = 64
 
 def write_packed_dataset(path: Path, blocks: dict[str, int], seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    with DatasetWriter(path, weighted=True, packed=True, block_size=BLOCK) as writer:
+    with DatasetWriter(path, weighted=True, packed=True, block_size=BLOCK, tokenizer_state=get_tokenizer().state_dict()) as writer:
         for split, count in blocks.items():
             out = writer.split(split)
             for _ in range(count):

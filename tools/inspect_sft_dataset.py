@@ -8,7 +8,9 @@ fraction and the weight distribution, for packed datasets the packing efficiency
 episodes per block; then the first samples decoded with every change of loss weight
 marked ([w=0] masked, [w=1] trained, [w=1.5]/[w=2] steering tags), or coloured with --color
 (dim = masked, green = trained, bold = weight > 1).
-Exit status: 0 shown, 2 the dataset cannot be read.
+Token ids >= the vocabulary size are reported on PROBLEM lines.
+Exit status: 0 shown, 1 shown but the dataset has problems (bad token ids), 2 the dataset
+cannot be read (one line naming the file).
 """
 
 from __future__ import annotations
@@ -32,14 +34,19 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         from data_modules.episode_format import DatasetFormatError
-        from mypt_lightning.data_prep.inspect import inspect_dataset
+        from mypt_lightning.data_prep.inspect import inspect_report
         from mypt_lightning.errors import UserError
 
         try:
-            print(inspect_dataset(args.dataset_dir, show_samples=args.show_samples, splits=args.split,
-                                  color=args.color, max_samples=args.max_samples))
-        except (DatasetFormatError, FileNotFoundError) as exc:
+            report = inspect_report(args.dataset_dir, show_samples=args.show_samples, splits=args.split,
+                                    color=args.color, max_samples=args.max_samples)
+        except (DatasetFormatError, OSError) as exc:
             raise UserError(str(exc)) from None
+        print(report.text)
+        if report.problems:
+            print(f"PROBLEMS: {len(report.problems)} (see the PROBLEM lines above); "
+                  f"run tools/validate_sft_dataset.py for every check")
+            return 1
         return 0
 
     return cli.run(go, "inspect_sft_dataset")

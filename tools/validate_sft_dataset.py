@@ -3,7 +3,8 @@
 
     python tools/validate_sft_dataset.py --dataset data/sft_phase1_format_lock [--json report.json]
 
-Checks: integrity (metadata, file sizes, index, token ids), tokenizer (tokenizer_state.json),
+Checks: integrity (train/ exists; metadata, file sizes, index records tiling tokens.bin,
+token ids), tokenizer (tokenizer_state.json exists and matches),
 mask_files (mask.bin == mask_weighted.bin > 0), structure (tags only where the protocol puts
 them; no special id inside content), mask_direction (assistant trained, everything else
 not), mask_alignment (each tag its own weight; catches a mask shifted by one), segment_ids

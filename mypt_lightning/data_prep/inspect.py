@@ -5,17 +5,21 @@ episode counts, a length histogram (episodes, not blocks), the supervised fracti
 weight distribution, and for packed datasets the packing efficiency and episodes per block.
 Samples are decoded with every change of weight marked (``[w=0]``, ``[w=1]``, ``[w=2]``)
 or, with ``color=True``, masked text dimmed and trained text green (bold for weight > 1).
+Token ids >= the vocabulary size are counted and reported as problems (``inspect_report``);
+the command line then exits 1, as validate_sft_dataset does for a failed check.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .validate import iter_episodes
+from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE, VOCAB_SIZE
+
+from .validate import sample_episodes
 
 _BINS = (1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 _DIM, _GREEN, _BOLD, _RESET = "\033[2m", "\033[32m", "\033[1;32m", "\033[0m"
@@ -37,7 +41,20 @@ def histogram(lengths: np.ndarray, width: int = 40) -> list[str]:
 
 
 def highlight(tokens: np.ndarray, weights: np.ndarray, tokenizer, color: bool) -> str:
-    """Decoded text; weights shown as ``[w=x]`` markers or as colours."""
+    """Decoded text; weights shown as ``[w=x]`` markers or as colours. Ids outside the
+    embedding (a damaged dataset) show as ``<INVALID_ID_n>``."""
+    invalid = np.flatnonzero(tokens >= VOCAB_SIZE)
+    if invalid.size:
+        parts, start = [], 0
+        for p in invalid.tolist():
+            if p > start:
+                parts.append(highlight(tokens[start:p], weights[start:p], tokenizer, color))
+            parts.append(f"<INVALID_ID_{int(tokens[p])}>")
+            start = p + 1
+        if start < len(tokens):
+            parts.append(highlight(tokens[start:], weights[start:], tokenizer, color))
+        return "".join(parts)
+
     from mypt_lightning.protocol import render
 
     if not color:
@@ -52,39 +69,73 @@ def highlight(tokens: np.ndarray, weights: np.ndarray, tokenizer, color: bool) -
     return "".join(out)
 
 
+@dataclass
+class InspectReport:
+    text: str
+    problems: list[str] = field(default_factory=list)  # findings that make the CLI exit 1
+
+
 def inspect_dataset(dataset_dir: str | Path, *, show_samples: int = 5, splits: list[str] | None = None,
                     color: bool = False, max_samples: int | None = None) -> str:
-    from data_modules.episode_format import list_splits
+    """The report text (see :func:`inspect_report` for the problems found as well)."""
+    return inspect_report(dataset_dir, show_samples=show_samples, splits=splits, color=color,
+                          max_samples=max_samples).text
+
+
+def inspect_report(dataset_dir: str | Path, *, show_samples: int = 5, splits: list[str] | None = None,
+                   color: bool = False, max_samples: int | None = None) -> InspectReport:
+    """Statistics and decoded samples; token ids >= the vocabulary size are reported as problems.
+    An unreadable dataset raises DatasetFormatError naming the file."""
+    from data_modules.episode_format import list_splits, load_metadata
     from data_modules.episode_reader import EpisodeDataset
     from mypt_lightning.tokenizer import get_tokenizer
 
     root = Path(dataset_dir)
     tok = get_tokenizer()
-    meta = json.loads((root / "dataset_metadata.json").read_text(encoding="utf-8"))
-    lines = [f"dataset {root}: {'packed (block ' + str(meta.get('block_size')) + ')' if meta.get('packed') else 'unpacked'}, "
-             f"{'weighted' if meta.get('weighted') else 'binary'} mask, tokenizer {meta.get('tokenizer')}",
-             f"created by: {meta.get('command') or '(unknown command)'}"]
-    for source in meta.get("sources") or []:
-        lines.append(f"source {source.get('path')} sha256 {str(source.get('sha256'))[:12]}…")
+    meta = load_metadata(root)
+    raw = meta.raw
+    lines = [f"dataset {root}: {'packed (block ' + str(meta.block_size) + ')' if meta.packed else 'unpacked'}, "
+             f"{'weighted' if meta.weighted else 'binary'} mask, tokenizer {raw.get('tokenizer')}",
+             f"created by: {raw.get('command') or '(unknown command)'}"]
+    sources = raw.get("sources")
+    for source in sources if isinstance(sources, list) else []:
+        if isinstance(source, dict):
+            lines.append(f"source {source.get('path')} sha256 {str(source.get('sha256'))[:12]}…")
+    problems: list[str] = []
     for split in splits or list_splits(root):
         ds = EpisodeDataset(root, split=split, check_tokens=False)
         lengths, per_block, weights_seen = [], Counter(), Counter()
         real = supervised = 0
         samples_shown = []
-        for i, seg, tokens, weights in iter_episodes(ds, max_samples):
-            lengths.append(tokens.size)
-            real += tokens.size
-            supervised += int(np.count_nonzero(weights))
-            values, counts = np.unique(weights, return_counts=True)
-            weights_seen.update(dict(zip(values.tolist(), counts.tolist())))
-            per_block[i] += 1
-            if len(samples_shown) < show_samples:
-                samples_shown.append((i, seg, tokens, weights))
+        bad_ids, first_bad = 0, None
+        count = len(ds) if max_samples is None else min(len(ds), max_samples)
+        for i in range(count):
+            sample = ds[i]
+            out_of_vocab = np.flatnonzero(sample["tokens"] >= TOKENIZER_VOCAB_SIZE)
+            if out_of_vocab.size:
+                bad_ids += int(out_of_vocab.size)
+                if first_bad is None:
+                    first_bad = (i, int(out_of_vocab[0]), int(sample["tokens"][out_of_vocab[0]]))
+            for seg, tokens, weights in sample_episodes(sample):
+                lengths.append(tokens.size)
+                real += tokens.size
+                supervised += int(np.count_nonzero(weights))
+                values, counts = np.unique(weights, return_counts=True)
+                weights_seen.update(dict(zip(values.tolist(), counts.tolist())))
+                per_block[i] += 1
+                if len(samples_shown) < show_samples:
+                    samples_shown.append((i, seg, tokens, weights))
         lengths_arr = np.array(lengths, dtype=np.int64)
         sample_lengths = ds.sample_lengths()
         total = int(sum(int(sample_lengths[i]) for i in per_block)) if ds.packed else real
         lines += ["", f"== {split}: {len(ds)} samples, {lengths_arr.size} episodes, {ds.num_tokens} tokens"
                       + (" (first " + str(max_samples) + " samples inspected)" if max_samples and max_samples < len(ds) else "")]
+        if bad_ids:
+            i, pos, value = first_bad
+            problem = (f"{split}: {bad_ids} token id(s) >= the vocabulary size {TOKENIZER_VOCAB_SIZE} "
+                       f"(first: id {value} in sample {i} at position {pos}); the dataset is damaged")
+            problems.append(problem)
+            lines.append(f"PROBLEM: {problem}")
         if lengths_arr.size:
             lines.append(f"episode length: min {lengths_arr.min()}, mean {lengths_arr.mean():.1f}, "
                          f"p50 {int(np.percentile(lengths_arr, 50))}, p95 {int(np.percentile(lengths_arr, 95))}, "
@@ -101,4 +152,4 @@ def inspect_dataset(dataset_dir: str | Path, *, show_samples: int = 5, splits: l
             label = f"sample {i}" + (f", episode {seg} of the block" if ds.packed else "")
             lines += ["", f"--- {split} {label} ({tokens.size} tokens, {int(np.count_nonzero(weights))} trained)",
                       highlight(tokens, weights, tok, color)]
-    return "\n".join(lines)
+    return InspectReport("\n".join(lines), problems)

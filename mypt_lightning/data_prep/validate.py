@@ -1,8 +1,9 @@
 """Named checks of a binary episode dataset (DESIGN.md 3 and 5); a failed check names
 the split, the sample and the position.
 
-    integrity       the reader's own checks pass for every split (metadata, file sizes, index, ids)
-    tokenizer       tokenizer_state.json matches this tokenizer
+    integrity       train/ exists and the reader's own checks pass for every split (metadata,
+                    file sizes, index records tiling tokens.bin, token ids, weights)
+    tokenizer       tokenizer_state.json exists and matches this tokenizer
     mask_files      mask.bin equals (mask_weighted.bin > 0) where both exist
     structure       tags only where the protocol puts them: no special id inside a content
                     span, no <|endoftext|> inside an episode, every block closed
@@ -20,7 +21,6 @@ is checked as one numpy slice, so a dataset of millions of tokens takes seconds.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -134,16 +134,21 @@ def iter_episodes(ds, max_samples: int | None = None) -> Iterator[tuple[int, int
     """``(sample, episode_in_sample, tokens, weights)``; packed blocks are cut at segment changes."""
     count = len(ds) if max_samples is None else min(len(ds), max_samples)
     for i in range(count):
-        sample = ds[i]
-        tokens, weights, segments = sample["tokens"], sample["weights"], sample["segment_ids"]
-        if segments is None:
-            yield i, 0, tokens, weights
-            continue
-        starts = np.flatnonzero(np.concatenate([[True], segments[1:] != segments[:-1]]))
-        ends = np.concatenate([starts[1:], [segments.size]])
-        for a, b in zip(starts.tolist(), ends.tolist()):
-            if segments[a] != 0:
-                yield i, int(segments[a]), tokens[a:b], weights[a:b]
+        for seg, tokens, weights in sample_episodes(ds[i]):
+            yield i, seg, tokens, weights
+
+
+def sample_episodes(sample: dict) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(episode_in_sample, tokens, weights)`` of one sample (0 for an unpacked one)."""
+    tokens, weights, segments = sample["tokens"], sample["weights"], sample["segment_ids"]
+    if segments is None:
+        yield 0, tokens, weights
+        return
+    starts = np.flatnonzero(np.concatenate([[True], segments[1:] != segments[:-1]]))
+    ends = np.concatenate([starts[1:], [segments.size]])
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        if segments[a] != 0:
+            yield int(segments[a]), tokens[a:b], weights[a:b]
 
 
 def _check_segments(result: CheckResult, where: str, tokens: np.ndarray, weights: np.ndarray,
@@ -164,42 +169,69 @@ def _check_segments(result: CheckResult, where: str, tokens: np.ndarray, weights
         return result.fail(where, "padding is not <|endoftext|> with weight 0")
 
 
+def check_tokenizer_state(dataset_dir: str | Path) -> None:
+    """Raise DatasetFormatError naming ``tokenizer_state.json`` when it is missing, unreadable
+    or describes another tokenizer than ours (the legacy MyPT layout is accepted)."""
+    from data_modules.episode_format import TOKENIZER_STATE_FILE, DatasetFormatError, load_tokenizer_state
+    from mypt_lightning.tokenizer import get_tokenizer
+
+    path = Path(dataset_dir) / TOKENIZER_STATE_FILE
+    remake = "re-prepare the dataset with tools/prepare_sft.py, which records the tokenizer it used"
+    if not path.exists():
+        raise DatasetFormatError(path, f"missing: nothing says which tokenizer made these token ids; {remake}")
+    state = load_tokenizer_state(dataset_dir)
+    try:
+        get_tokenizer().check_state_dict(state, where=str(path))
+    except ValueError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise DatasetFormatError(path, f"{reason}: the dataset was made with another tokenizer; {remake}") from None
+    except (TypeError, AttributeError) as exc:  # a field of the wrong JSON type
+        raise DatasetFormatError(path, f"malformed field ({exc}); {remake}") from None
+
+
 def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None) -> list[CheckResult]:
     """Run every check; returns one result per name in CHECKS."""
-    from data_modules.episode_format import DatasetFormatError, find_shard_dirs, list_splits
+    from data_modules.episode_format import DatasetFormatError, find_shard_dirs, list_splits, load_metadata
     from data_modules.episode_reader import EpisodeDataset
-    from mypt_lightning.tokenizer import get_tokenizer
 
     root = Path(dataset_dir)
     results = {name: CheckResult(name) for name in CHECKS}
     datasets = {}
-    splits = list_splits(root)
     integrity = results["integrity"]
-    if not splits:
-        integrity.fail(str(root), "no split with data files")
+    try:
+        splits = list_splits(root)
+    except DatasetFormatError as exc:
+        splits = []
+        integrity.fail(str(root), str(exc))
+    if "train" not in splits:  # training reads train/; a dataset without it is not usable
+        integrity.checked += 1
+        integrity.fail(str(root / "train"), f"split 'train' is missing (splits with data: {splits or 'none'})")
     for split in splits:
         integrity.checked += 1
         try:
             datasets[split] = EpisodeDataset(root, split=split, check_tokens=True)
         except (DatasetFormatError, OSError, ValueError) as exc:
             integrity.fail(split, str(exc))
-    meta = {}
     try:
-        meta = json.loads((root / "dataset_metadata.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
-    truncation_expected = bool((meta.get("length_limit") or {}).get("truncated"))
+        meta = load_metadata(root).raw
+    except DatasetFormatError as exc:
+        meta = {}
+        if not splits:  # otherwise opening each split already reported it
+            integrity.fail(str(root), str(exc))
+    limit = meta.get("length_limit")
+    truncation_expected = isinstance(limit, dict) and bool(limit.get("truncated"))
 
     tok_result = results["tokenizer"]
     tok_result.checked = 1
-    state_path = root / "tokenizer_state.json"
     try:
-        get_tokenizer().check_state_dict(json.loads(state_path.read_text(encoding="utf-8")), where=str(state_path))
-    except (OSError, ValueError) as exc:
-        tok_result.fail(str(state_path), str(exc))
+        check_tokenizer_state(root)
+    except DatasetFormatError as exc:
+        tok_result.fail(str(exc.path), exc.reason)
+    except OSError as exc:
+        tok_result.fail(str(root / "tokenizer_state.json"), str(exc))
 
     mask_files = results["mask_files"]
-    for split in splits:
+    for split in datasets:
         for shard in find_shard_dirs(root / split):
             mask, weighted = shard / "mask.bin", shard / "mask_weighted.bin"
             if mask.exists() and weighted.exists() and mask.stat().st_size * 4 == weighted.stat().st_size:
