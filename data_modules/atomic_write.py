@@ -139,9 +139,11 @@ def _is_stale(entry: os.DirEntry, suffix: str) -> bool:
     return True  # an older naming scheme (no pid): only a killed writer leaves these
 
 
-def remove_stale_temps(parent: str | os.PathLike, name: str) -> list[Path]:
+def remove_stale_temps(parent: str | os.PathLike, name: str, extra_kinds: tuple[str, ...] = ()) -> list[Path]:
     """Remove the ``.NAME.tmp-*`` / ``.NAME.old-*`` leftovers of writers of ``parent/NAME`` that
     were killed; returns what was removed. Leftovers of live writers are kept.
+    ``extra_kinds``: other :func:`temp_path` kinds a writer of NAME uses (prepare_sft's
+    ``scratch``), removed the same way.
 
     A rename-aside interrupted between its two renames leaves ``.NAME.old-*`` and no NAME:
     that old copy is the last complete version, so it is renamed back instead.
@@ -159,6 +161,8 @@ def remove_stale_temps(parent: str | os.PathLike, name: str) -> list[Path]:
             stale = True
         elif entry.name.startswith(f"{stem}.tmp-"):
             stale = _is_stale(entry, entry.name[len(stem) + 5:])
+        elif kind := next((k for k in extra_kinds if entry.name.startswith(f"{stem}.{k}-")), None):
+            stale = _is_stale(entry, entry.name[len(stem) + len(kind) + 2:])
         elif entry.name.startswith(f"{stem}.old-"):
             if _is_stale(entry, entry.name[len(stem) + 5:]):
                 olds.append(entry)
@@ -341,15 +345,16 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(dirpath)
 
 
-def make_temp_dir(target: str | os.PathLike) -> Path:
-    """A new empty folder beside ``target`` (stale leftovers of killed writers removed first);
-    created like a plain mkdir (0o777 & ~umask), so the published folder has normal permissions."""
+def make_temp_dir(target: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A new empty folder ``.NAME.<kind>-<host>-<pid>-<random>`` beside ``target`` (stale
+    leftovers of killed writers removed first); created like a plain mkdir (0o777 & ~umask),
+    so the published folder has normal permissions."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(target.parent, target.name)
+        remove_stale_temps(target.parent, target.name, extra_kinds=(kind,) if kind != "tmp" else ())
         for _ in range(100):
-            tmp = temp_path(target)
+            tmp = temp_path(target, kind)
             try:
                 tmp.mkdir()
                 return tmp

@@ -94,12 +94,48 @@ def shard_dir_name(number: int) -> str:
 
 
 class DatasetFormatError(ValueError):
-    """A dataset on disk that does not follow the format; names the file and the reason."""
+    """A dataset on disk that does not follow the format; names the file and the reason.
 
-    def __init__(self, path: str | Path, reason: str):
+    ``DatasetFormatError(message)`` with one argument rebuilds the error from its text
+    (``PATH: REASON``, or a traceback ending in that line): torch's DataLoader re-raises an
+    exception from a worker as ``type(exc)(traceback_text)`` and falls back to a
+    RuntimeError when that fails, which would turn a bad sample into a bug report. The
+    worker's traceback is kept in ``worker_traceback``. Pickles as ``(path, reason)``.
+    """
+
+    def __init__(self, path: str | Path, reason: str | None = None):
+        self.worker_traceback: str | None = None
+        if reason is None:
+            text = str(path)
+            path, reason = self._parse(text)
+            if "\n" in text.strip():
+                self.worker_traceback = text
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    @classmethod
+    def _parse(cls, text: str) -> tuple[str, str]:
+        """(path, reason) from ``PATH: REASON`` or from the last ``...DatasetFormatError: PATH: REASON``
+        line of a traceback."""
+        line = text.strip()
+        marker = f"{cls.__name__}: "
+        for candidate in reversed(text.strip().splitlines()):
+            head, found, rest = candidate.partition(marker)
+            if found and re.fullmatch(r"(?:[A-Za-z_][\w.]*\.)?", head):
+                line = rest
+                break
+        # A path may itself hold ": ": prefer the first split whose path exists.
+        splits = [m.start() for m in re.finditer(": ", line)]
+        for at in splits:
+            if Path(line[:at]).exists():
+                return line[:at], line[at + 2:]
+        if splits:
+            return line[: splits[0]], line[splits[0] + 2:]
+        return "(unknown file)", line
+
+    def __reduce__(self):
+        return type(self), (str(self.path), self.reason)
 
 
 @dataclass(frozen=True)

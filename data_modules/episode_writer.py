@@ -26,7 +26,6 @@ import datetime as _dt
 import hashlib
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE
 
-from .atomic_write import fsync_dir, move_into_place, write_json
+from .atomic_write import fsync_dir, make_temp_dir, move_into_place, write_json
 from .episode_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -319,8 +318,7 @@ class DatasetWriter:
         if self._tmp_dir is not None or self._done:
             raise RuntimeError("a DatasetWriter can be entered once")
         self.dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_dir = self.dataset_dir.parent / f".{self.dataset_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-        self._tmp_dir.mkdir()
+        self._tmp_dir = make_temp_dir(self.dataset_dir)  # also removes a killed writer's leftovers
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

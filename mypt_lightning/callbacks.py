@@ -18,13 +18,13 @@ with FSDP (sharded weights) the callback warns and does nothing.
 from __future__ import annotations
 
 import csv
-import json
 import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from data_modules.atomic_write import write_json_atomic
 from mypt_lightning.gates.runner import get_gate, parse_phase
 
 TABLE_COLUMNS = ["step", "id", "category", "language", "verdict", "prompt", "output", "reason"]
@@ -117,8 +117,8 @@ class GateCallback(L.Callback):
             return
         out = Path(self.output_dir or trainer.default_root_dir) / "gates"
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"phase{self.phase}_step{step:06d}.json").write_text(
-            json.dumps({"step": step, **result.to_dict()}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json_atomic(out / f"phase{self.phase}_step{step:06d}.json", {"step": step, **result.to_dict()},
+                          ensure_ascii=False)
         table = out / f"phase{self.phase}_samples.csv"
         new = not table.exists()
         with open(table, "a", newline="", encoding="utf-8") as fh:

@@ -185,10 +185,15 @@ def detect_format(path: Path) -> str:
 
 
 def _read_json(path: Path) -> dict:
+    from mypt_lightning.jsonio import loads_strict
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        data = loads_strict(path.read_bytes(), where=str(path))
+    except OSError as e:
         raise CheckpointError(f"{path}: cannot read JSON: {_one_line(e)}") from None
+    except UserError as e:  # the strict parser's EpisodeError: deep nesting, huge ints, duplicate keys...
+        reason = getattr(e, "reason", str(e)).removeprefix("invalid JSON: ")
+        raise CheckpointError(f"{path}: cannot read JSON: {reason}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
@@ -577,8 +582,8 @@ def atomic_output_dir(out_dir: str | os.PathLike, replaceable: Callable[[Path], 
 
 def _is_our_export(path: Path) -> bool:
     try:
-        return json.loads((path / CONFIG_FILE).read_text()).get("format") == EXPORT_FORMAT
-    except (OSError, ValueError, AttributeError):
+        return _read_json(path / CONFIG_FILE).get("format") == EXPORT_FORMAT
+    except CheckpointError:
         return False
 
 

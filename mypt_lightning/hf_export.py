@@ -98,9 +98,11 @@ def logit_shift(model: MyPT, batch_size: int = 2, seq_len: int = 64, seed: int =
 
 
 def _is_hf_export(path: Path) -> bool:
+    from mypt_lightning.checkpoint import CheckpointError, _read_json
+
     try:
-        return json.loads((path / "config.json").read_text()).get("model_type") == "llama"
-    except (OSError, ValueError, AttributeError):
+        return _read_json(path / "config.json").get("model_type") == "llama"
+    except CheckpointError:
         return False
 
 

@@ -16,7 +16,6 @@ a run needs is instantiated here from the config (``data``, ``logger``, ``callba
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shlex
 import signal
@@ -31,6 +30,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data_modules.atomic_write import write_text_atomic
+from data_modules.episode_format import DatasetFormatError
 from mypt_lightning.checkpoint import check_loadable, check_resumable, trusted_types
 from mypt_lightning.config import validate_config  # (importing it registers ${mypt.*})
 from mypt_lightning.curriculum import resolve_init_from, run_phase_gate
@@ -197,6 +197,12 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
         # weights_only: Lightning's resume unpickles only what check_resumable admitted above.
         with trusted_types():
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except DatasetFormatError as err:
+        # A sample failed the reader's per-sample check (check_samples=True: e.g. a token id
+        # beyond the vocabulary, which the start-up checks do not scan for). From a DataLoader
+        # worker it arrives rebuilt from its text (DatasetFormatError's one-argument form).
+        _finish_loggers(loggers)
+        raise UserError(f"{err} (training stopped at step {trainer.global_step})") from None
     except SIGTERMException:  # a stop signal: last.ckpt saved at the step end (fault_tolerance)
         _finish_loggers(loggers)
         stop, saved = module.preemption, module.preemption_checkpoint

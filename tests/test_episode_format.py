@@ -379,6 +379,31 @@ def test_check_samples_names_a_bad_weight(packed_ds):
         EpisodeDataset(packed_ds, check_tokens=False, check_samples=True)[1]
 
 
+def test_dataset_format_error_survives_pickling_and_a_dataloader_worker(packed_ds):
+    """torch re-raises a worker's exception as ``type(exc)(traceback_text)``; before, that
+    failed for DatasetFormatError(path, reason) and became a RuntimeError."""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    error = DatasetFormatError(packed_ds / "a: b" / "tokens.bin", "token id 9 (sample #3): bad")
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), again.path, again.reason) == (DatasetFormatError, error.path, error.reason)
+
+    tokens_path = packed_ds / "train" / "tokens.bin"
+    tokens = np.fromfile(tokens_path, dtype=np.uint32)
+    tokens[23] = TOKENIZER_VOCAB_SIZE
+    tokens.tofile(tokens_path)
+    ds = EpisodeDataset(packed_ds, check_tokens=False, check_samples=True)
+    loader = DataLoader(ds, batch_size=None, sampler=[2], num_workers=1)
+    with pytest.raises(DatasetFormatError) as info:
+        next(iter(loader))
+    assert info.value.path == tokens_path
+    assert info.value.reason.startswith(f"token id {TOKENIZER_VOCAB_SIZE} at position 23 (sample #2)")
+    assert str(info.value) == f"{tokens_path}: {info.value.reason}"
+    assert "DataLoader worker" in info.value.worker_traceback
+
+
 @pytest.mark.parametrize("name", ["mask.bin", "mask_weighted.bin", "segment_ids.bin"])
 def test_aligned_file_size_mismatch(packed_ds, name):
     _chop(packed_ds / "train" / name, 4)

@@ -217,6 +217,21 @@ def test_tool_call_syntaxes():
             parse_tool_calls(bad)
 
 
+@pytest.mark.parametrize("body", [
+    "[" * 10000,                                                    # JSON nested past any limit
+    '{"name": "f", "arguments": "' + "[" * 10000 + '"}',            # ... inside the arguments string
+    '{"name": "f", "arguments": {"a": ' + "1" * 10000 + "}}",       # a 10000-digit integer
+    '{"name": "f", "name": "g", "arguments": {}}',                  # a duplicate key
+    "f(a=" + "[" * 3000 + "]" * 3000 + ")",                         # python-call syntax nested deep
+    "f(a=" + "1" * 10000 + ")",
+])
+def test_hostile_tool_call_strings_are_skipped_not_crashes(body):
+    """Tool calls in HF rows are untrusted text: each hostile one is a skipped row (counted by
+    the converter), never a RecursionError or ValueError."""
+    with pytest.raises(Skip):
+        parse_tool_calls(body)
+
+
 def test_glaive_style_german_function_calling(tmp_path):
     system = ('SYSTEM: Du bist ein hilfreicher Assistent mit Zugriff auf folgende Funktionen -\n'
               '{"name": "get_weather", "parameters": {"city": {"type": "string"}}}')

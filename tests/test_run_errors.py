@@ -246,3 +246,23 @@ def test_run_py_bad_config_names_every_key(good_dataset, tmp_path):
 def test_run_py_model_block_size_below_packed_blocks(good_dataset, tmp_path):
     result, run_dir = run_py(good_dataset, tmp_path, **{"model.block_size": 32})
     assert_one_line_exit_2(result, run_dir, "packed blocks of 64 tokens", "model.block_size")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_run_py_bad_sample_found_mid_run_is_one_line(dataset_copy, tmp_path, num_workers):
+    """A token id beyond the vocabulary passes the start-up checks (no token scan) and is
+    found when its sample is read; from a DataLoader worker torch re-raises it rebuilt from
+    its text, which used to give a RuntimeError traceback."""
+    from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE
+
+    path = dataset_copy / "train" / "tokens.bin"
+    tokens = np.fromfile(path, dtype=np.uint32)
+    tokens[BLOCK * 5 + 3] = TOKENIZER_VOCAB_SIZE + 5
+    tokens.tofile(path)
+    result, _ = run_py(dataset_copy, tmp_path, **{"data.num_workers": num_workers})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "RuntimeError" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr[-3000:]
+    assert f"error: {path}: token id {TOKENIZER_VOCAB_SIZE + 5} at position {BLOCK * 5 + 3} (sample #5)" in errors[0]
+    assert "validate_sft_dataset" in errors[0]

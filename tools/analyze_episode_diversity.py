@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def go() -> int:
-        import json
 
         from mypt_lightning.data_prep.diversity import analyze, format_report
+        from data_modules.atomic_write import write_json_atomic
         from mypt_lightning.data_prep.jsonl import ErrorLog, iter_records
 
         errors = ErrorLog(args.on_error)
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if errors.count:
             print(errors.summary())
         if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            write_json_atomic(args.json, report, ensure_ascii=False)
         return 0
 
     return cli.run(go, "analyze_episode_diversity")

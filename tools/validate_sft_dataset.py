@@ -15,7 +15,6 @@ Exit status: 0 all checks passed, 1 a check failed, 2 bad arguments.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def go() -> int:
+        from data_modules.atomic_write import write_json_atomic
         from mypt_lightning.data_prep.validate import format_results, summary_dict, validate_dataset
         from mypt_lightning.errors import UserError
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         results = validate_dataset(args.dataset, max_samples=args.max_samples)
         print(format_results(results))
         if args.json:
-            Path(args.json).write_text(json.dumps(summary_dict(results), indent=2) + "\n", encoding="utf-8")
+            write_json_atomic(args.json, summary_dict(results))
         failed = [r.name for r in results if not r.passed]
         print(f"{'FAILED: ' + ', '.join(failed) if failed else 'all checks passed'}")
         return 1 if failed else 0

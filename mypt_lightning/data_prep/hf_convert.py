@@ -12,12 +12,12 @@ role, ...) are skipped and counted by reason; nothing is dropped silently.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from mypt_lightning.errors import UserError
+from mypt_lightning.jsonio import loads_strict
 from mypt_lightning.protocol import EpisodeError, validate_episode
 
 from . import hf_layouts as L
@@ -133,9 +133,9 @@ def build_episode(turns: list, *, system_prompt: str | None = None) -> dict:
             content = value
             if isinstance(value, str):
                 try:
-                    parsed = json.loads(value)
+                    parsed = loads_strict(value)
                     content = parsed if isinstance(parsed, dict) else value
-                except json.JSONDecodeError:
+                except EpisodeError:
                     pass
             messages.append({"role": "toolresult", "name": last["name"], "content": content or "(empty)"})
     while messages and messages[0]["role"] != "user":

@@ -28,6 +28,9 @@ import json
 import re
 from typing import Any, Iterable, Iterator
 
+from mypt_lightning.episode_schema import EpisodeError
+from mypt_lightning.jsonio import loads_strict
+
 Turn = tuple[str, Any]
 
 
@@ -44,6 +47,18 @@ _ROLE_KIND = {
     "function_response": "result", "ipython": "result",
 }
 
+
+
+_NOT_JSON = object()
+
+
+def _json_or_not(text: str) -> Any:
+    """The JSON value of ``text``, or ``_NOT_JSON``: HF fields are untrusted, so they go
+    through the project's strict parser (no crash on deep nesting or huge integers)."""
+    try:
+        return loads_strict(text)
+    except EpisodeError:
+        return _NOT_JSON
 
 def _text(message: dict) -> Any:
     for key in ("content", "value", "text"):
@@ -90,10 +105,9 @@ def _normalise_call(obj: Any) -> dict:
         raise Skip("tool call JSON without a string name")
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            raise Skip("tool call arguments are not JSON") from None
+        args = _json_or_not(args) if args.strip() else {}
+        if args is _NOT_JSON:
+            raise Skip("tool call arguments are not JSON")
     if not isinstance(args, dict):
         raise Skip("tool call arguments are not an object")
     return {"name": obj["name"], "arguments": args}
@@ -105,11 +119,8 @@ def parse_tool_calls(text: str) -> list[dict]:
     body = _WRAPPER.sub("", text).strip()
     if not body:
         raise Skip("empty function_calls")
-    try:
-        obj = json.loads(body)
-    except json.JSONDecodeError:
-        obj = None
-    if obj is not None:
+    obj = _json_or_not(body)
+    if obj is not _NOT_JSON and obj is not None:
         return [_normalise_call(o) for o in (obj if isinstance(obj, list) else [obj])]
     invokes = _INVOKE.findall(body)
     if invokes:
@@ -117,15 +128,13 @@ def parse_tool_calls(text: str) -> list[dict]:
         for name, inner in invokes:
             args = {}
             for key, value in _PARAM.findall(inner):
-                try:
-                    args[key] = json.loads(value)
-                except json.JSONDecodeError:
-                    args[key] = value.strip()
+                parsed = _json_or_not(value)
+                args[key] = value.strip() if parsed is _NOT_JSON else parsed
             calls.append({"name": name, "arguments": args})
         return calls
     try:
         tree = ast.parse(body, mode="exec")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # deep nesting: RecursionError
         raise Skip("unparseable function_calls") from None
     calls = []
     for stmt in tree.body:
@@ -136,7 +145,7 @@ def parse_tool_calls(text: str) -> list[dict]:
             raise Skip("tool call with positional arguments")
         try:
             args = {kw.arg: _literal(kw.value) for kw in call.keywords if kw.arg is not None}
-        except (ValueError, TypeError, SyntaxError):
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
             raise Skip("tool call argument is not a literal") from None
         calls.append({"name": _call_name(call.func), "arguments": args})
     if not calls:
@@ -156,7 +165,11 @@ def conversation_turns(messages: Iterable[dict]) -> list[Turn]:
         kind = _role(message)
         content = _text(message)
         if kind == "call":
-            call = _normalise_call(json.loads(content) if isinstance(content, str) else content)
+            if isinstance(content, str):
+                content = _json_or_not(content)
+                if content is _NOT_JSON:
+                    raise Skip("tool call is not JSON")
+            call = _normalise_call(content)
             turns.append(("call", {**call, "preamble": ""}))
             continue
         if kind == "assistant" and (message.get("tool_calls") or message.get("function_calls")):
@@ -234,10 +247,10 @@ def glaive_turns(row: dict) -> list[Turn]:
         match = _FUNCTIONCALL.search(text) if kind == "assistant" else None
         if match:
             raw = _QUOTED_ARGS.sub(r"\1\2\3", match.group(1).strip())
-            try:
-                call = _normalise_call(json.loads(raw))
-            except json.JSONDecodeError:
-                raise Skip("unparseable <functioncall>") from None
+            parsed = _json_or_not(raw)
+            if parsed is _NOT_JSON:
+                raise Skip("unparseable <functioncall>")
+            call = _normalise_call(parsed)
             turns.append(("call", {**call, "preamble": text[: match.start()].strip()}))
         else:
             turns.append((kind, text))

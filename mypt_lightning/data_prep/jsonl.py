@@ -21,7 +21,6 @@ the complete new one, never half written.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path

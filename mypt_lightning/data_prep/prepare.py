@@ -328,32 +328,17 @@ def prepare_sft(cfg: PrepareConfig) -> PrepareResult:
 def _make_scratch(out: Path) -> Path:
     """``.NAME.scratch-<host>-<pid>-<random>`` beside the output: the pid tells a later run
     whether its writer still runs (see :func:`_remove_stale_leftovers`)."""
-    from data_modules.atomic_write import temp_path
+    from data_modules.atomic_write import make_temp_dir
 
-    while True:
-        scratch = temp_path(out, "scratch")
-        try:
-            scratch.mkdir()
-            return scratch
-        except FileExistsError:
-            continue
+    return make_temp_dir(out, kind="scratch")
 
 
 def _remove_stale_leftovers(out: Path) -> None:
     """Remove what a killed (SIGKILL, power loss) earlier writer of ``out`` left beside it:
     its scratch folder and the dataset writer's temp folders; live writers' are kept."""
-    from data_modules.atomic_write import _is_stale, remove_stale_temps
+    from data_modules.atomic_write import remove_stale_temps
 
-    removed = [p.name for p in remove_stale_temps(out.parent, out.name)]
-    prefix = f".{out.name[:180]}.scratch-"
-    try:
-        entries = [e for e in os.scandir(out.parent) if e.name.startswith(prefix)]
-    except OSError:
-        entries = []
-    for entry in entries:
-        if _is_stale(entry, entry.name[len(prefix):]):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.name)
+    removed = [p.name for p in remove_stale_temps(out.parent, out.name, extra_kinds=("scratch",))]
     if removed:
         print(f"prepare_sft: removed what an interrupted earlier run left beside {out}: {', '.join(sorted(removed))}",
               file=sys.stderr)
