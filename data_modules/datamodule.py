@@ -244,6 +244,9 @@ class SFTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
             parts = [(name, self._open(path, "train"), weight) for name, path, weight in self.components]
+            for _, dataset, weight in parts:
+                if weight > 0 and len(dataset) == 0:  # the mixture would refuse it naming no file
+                    raise DatasetFormatError(dataset.split_dir, "holds no samples: nothing to train on")
             self.train_set = MixtureDataset(parts, seed=self.epoch_seed)
             rank_zero_info(f"SFTDataModule: {self.train_set.describe()}")
         if stage in (None, "fit", "validate") and self._val_sets is None:

@@ -207,7 +207,9 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(common.os, "replace", boom)
+    import data_modules.atomic_write as atomic_write
+
+    monkeypatch.setattr(atomic_write.os, "replace", boom)
     with pytest.raises(OSError):
         common.write_jsonl_atomic(target, [{"a": 1}])
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

@@ -202,6 +202,20 @@ def test_missing_train_split_fails_integrity(copy_of, capsys):
     assert "all checks passed" not in capsys.readouterr().out
 
 
+def test_empty_train_split_fails_integrity(copy_of):
+    """Found by tests/test_fuzz_inputs.py: a train split emptied (every file 0 bytes, no
+    counts in the metadata) passed every check, then training failed with a ValueError."""
+    path = copy_of("flat")
+    for f in (path / "train").iterdir():
+        f.write_bytes(b"")
+    meta = json.loads((path / "dataset_metadata.json").read_text())
+    del meta["splits"]
+    (path / "dataset_metadata.json").write_text(json.dumps(meta))
+    results = verdicts(path)
+    assert not results["integrity"].passed
+    assert results["integrity"].examples == [f"{path / 'train'}: split 'train' holds no samples: nothing to train on"]
+
+
 @pytest.mark.parametrize("damage", ["zero_length", "overlap"])
 def test_damaged_index_record_fails_integrity(copy_of, damage):
     path = copy_of("flat")

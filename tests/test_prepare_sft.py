@@ -241,6 +241,34 @@ def test_blank_lines_crlf_and_no_final_newline(tmp_path, monkeypatch):
         run(tmp_path, [tmp_path / "bad.jsonl"], name="bad")
 
 
+def test_bom_before_a_blank_first_line_is_no_record(tmp_path):
+    """Found by tests/test_fuzz_inputs.py: a file starting with a UTF-8 BOM and a blank line
+    (or holding only a BOM) had a bad record at line 1 ("invalid JSON: Expecting value")."""
+    from mypt_lightning.data_prep.jsonl import ErrorLog, iter_records
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf\r\n" + json.dumps(GOOD).encode() + b"\n")
+    result = run(tmp_path, [src])
+    assert result.metadata["counts"]["records"] == 1 == result.metadata["counts"]["episodes"]
+    only_bom = tmp_path / "bom.jsonl"
+    only_bom.write_bytes(b"\xef\xbb\xbf")
+    assert list(iter_records([only_bom], ErrorLog("stop"))) == []
+    with pytest.raises(UserError, match=rf"no episodes to write from {only_bom}: 0 records read"):
+        run(tmp_path, [only_bom], name="bom")
+
+
+def test_nothing_to_write_names_the_inputs_and_the_first_bad_record(tmp_path):
+    """Found by tests/test_fuzz_inputs.py: with --on-error skip and no good record the error
+    named neither the file nor a line ("no episodes to write: 2 records read, 2 bad")."""
+    src = write_jsonl(tmp_path / "in.jsonl", ["", '{"messages": 5}', "[]"])
+    with pytest.raises(UserError) as info:
+        run(tmp_path, [src], on_error="skip")
+    message = str(info.value)
+    assert message.startswith(f"no episodes to write from {src}: 2 records read, 2 bad, first bad record: "
+                              f"{src}:2: messages: must be a list"), message
+    assert not (tmp_path / "ds").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
 def test_cli_bad_record_one_line_exit_2(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [GOOD, '{"messages": 5}'])
     main = runpy.run_path(str(TOOLS / "prepare_sft.py"))["main"]

@@ -118,6 +118,18 @@ def test_damaged_index_record_is_refused_not_trained(dataset_copy, tmp_path, dam
     assert str(dataset_copy / "train" / "episodes.idx") in message
 
 
+def test_empty_train_split_is_refused(dataset_copy, tmp_path):
+    """Found by tests/test_fuzz_inputs.py: an empty train split (no counts in the metadata)
+    crashed with ValueError "the primary component ... is empty", naming no file."""
+    for f in (dataset_copy / "train").iterdir():
+        f.write_bytes(b"")
+    meta = json.loads((dataset_copy / "dataset_metadata.json").read_text())
+    del meta["splits"]
+    (dataset_copy / "dataset_metadata.json").write_text(json.dumps(meta))
+    message = expect_refused(dataset_copy, tmp_path / "run", "holds no samples")
+    assert message.startswith(f"{dataset_copy / 'train'}: holds no samples: nothing to train on")
+
+
 def test_missing_tokenizer_state_is_refused(dataset_copy, tmp_path):
     (dataset_copy / "tokenizer_state.json").unlink()
     message = expect_refused(dataset_copy, tmp_path / "run", "tokenizer_state.json: missing")

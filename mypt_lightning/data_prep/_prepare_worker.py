@@ -17,7 +17,7 @@ import numpy as np
 
 from mypt_lightning.protocol import EpisodeError, serialize_episode
 
-from .jsonl import get_field, parse_line
+from .jsonl import get_field, is_blank, parse_line
 from .split import field_keys, user_keys
 
 _STATE: dict[str, Any] = {}
@@ -51,7 +51,7 @@ def read_lines(path: str, start: int, length: int, first_line: int) -> list[tupl
     with open(path, "rb") as handle:
         handle.seek(start)
         data = handle.read(length)
-    return [(first_line + i, line) for i, line in enumerate(data.split(b"\n")) if line.strip()]
+    return [(first_line + i, line) for i, line in enumerate(data.split(b"\n")) if not is_blank(line)]
 
 
 def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:

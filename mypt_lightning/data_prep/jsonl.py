@@ -91,11 +91,17 @@ def check_input_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def is_blank(line: bytes) -> bool:
+    """True for a line that holds no record: whitespace only, after a UTF-8 byte order mark
+    if it starts with one (an editor's BOM before an empty first line is no bad record)."""
+    return not line.removeprefix(b"\xef\xbb\xbf").strip()
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """``(line_number, raw line)`` for every non-blank line (numbers count blank lines too)."""
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
-            if line.strip():
+            if not is_blank(line):
                 yield number, line
 
 

@@ -303,9 +303,13 @@ def prepare_sft(cfg: PrepareConfig) -> PrepareResult:
             store = _Store(scratch, list(cfg.overlap_fields))
             _pass1(cfg, paths, store, errors, limit, digests, workers)
             store.finish()
-            if store.num == 0:
-                raise UserError(f"no episodes to write: {store.records} records read, {errors.count} bad, "
-                                f"{store.too_long_count} longer than {limit} tokens")
+            if store.num == 0:  # name the inputs and why, or the user has nothing to go on
+                why = [f"{store.records} records read", f"{errors.count} bad"]
+                if limit is not None:
+                    why.append(f"{store.too_long_count} longer than {limit} tokens")
+                if errors.examples:
+                    why.append(f"first bad record: {errors.examples[0]}")
+                raise UserError(f"no episodes to write from {', '.join(str(p) for p in paths)}: {', '.join(why)}")
             split = assign_val_split(store.num, store.split_keys, store.split_owner, cfg.val_split, cfg.seed)
             report = _overlap_report(paths, store, split.is_val)
             sources = _sources(paths, digests, store)

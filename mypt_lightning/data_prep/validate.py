@@ -212,6 +212,8 @@ def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None) ->
             datasets[split] = EpisodeDataset(root, split=split, check_tokens=True)
         except (DatasetFormatError, OSError, ValueError) as exc:
             integrity.fail(split, str(exc))
+    if "train" in datasets and len(datasets["train"]) == 0:  # well-formed, but training refuses it
+        integrity.fail(str(datasets["train"].split_dir), "split 'train' holds no samples: nothing to train on")
     try:
         meta = load_metadata(root).raw
     except DatasetFormatError as exc:
