@@ -17,25 +17,24 @@ import hydra
 from omegaconf import DictConfig
 
 import mypt_lightning.config  # noqa: F401  (registers the ${mypt.*} resolvers)
-from data_modules.atomic_write import OutputWriteError
-from mypt_lightning.errors import Preempted, UserError
-from mypt_lightning.fault_tolerance import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE
+from mypt_lightning.errors import user_errors
+from mypt_lightning.training.fault_tolerance import INTERRUPTED_EXIT_CODE, Preempted
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from mypt_lightning.train import train
+    from mypt_lightning.training.train import train
 
     try:
         metrics = train(cfg)
-    except (UserError, OutputWriteError) as err:  # OutputWriteError: a full disk, a read-only output...
+    except user_errors() as err:  # bad config or dataset, a full disk, a read-only output...
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except Preempted as stop:  # SIGTERM / Ctrl-C / a requeue signal: 143, 130 after Ctrl-C
         print(f"[mypt] {stop}", file=sys.stderr)
         if stop.handoff is not None:
             stop.handoff.hand_over()  # under submitit: requeue the job (and exit there)
-        sys.exit(stop.handoff.exit_code if stop.handoff is not None else PREEMPTED_EXIT_CODE)
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:  # Ctrl-C outside the training steps (setup, export, the gate)
         print("[mypt] interrupted (Ctrl-C) outside the training steps; nothing new was saved", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_modules import DatasetWriter, build_packed_block  # noqa: E402
-from mypt_lightning.tokenizer import get_tokenizer  # noqa: E402
+from mypt_lightning.tokens.tokenizer import get_tokenizer  # noqa: E402
 
 
 def write_dataset(path: Path, block: int, blocks: int) -> None:

@@ -6,7 +6,7 @@
 
 One process, float32, greedy, batch 1, a 16-token prompt, exactly --new_tokens new tokens
 (no stop ids, so every method decodes the same count). The transformers model is our
-model exported through ``mypt_lightning.hf_export`` (LlamaForCausalLM, SDPA attention,
+model exported through ``mypt_lightning.weights.hf_export`` (LlamaForCausalLM, SDPA attention,
 its default dynamic KV cache). Rows:
 
     mypt kv cache      generation.generate (prefill once, then one token per forward)
@@ -32,14 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mypt_lightning.generation import SamplingConfig, generate  # noqa: E402
+from mypt_lightning.inference.generation import SamplingConfig, generate  # noqa: E402
 from mypt_lightning.model import MyPT, MyPTConfig  # noqa: E402
 
 
 def build_hf(model: MyPT):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mypt_lightning.hf_export import hf_config_dict, to_hf_state_dict
+    from mypt_lightning.weights.hf_export import hf_config_dict, to_hf_state_dict
 
     hf = LlamaForCausalLM(LlamaConfig(**hf_config_dict(model), attn_implementation="sdpa"))
     missing, unexpected = hf.load_state_dict(to_hf_state_dict(model), strict=False)

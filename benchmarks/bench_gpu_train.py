@@ -46,9 +46,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mypt_lightning.lit_module import weighted_token_stats  # noqa: E402
+from mypt_lightning.training.lit_module import weighted_token_stats  # noqa: E402
 from mypt_lightning.model import MyPT, MyPTConfig  # noqa: E402
-from mypt_lightning.optim import OptimConfig, build_optimizer  # noqa: E402
+from mypt_lightning.training.optim import OptimConfig, build_optimizer  # noqa: E402
 
 ROWS = {  # name: (attn_impl, compile, activation checkpointing)
     "sdpa_dense": ("sdpa", False, False),

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def content_spans(record: dict) -> list[str]:
     """The strings prepare_sft encodes for a record, one BPE call each (tags split them)."""
-    from mypt_lightning.protocol import toolcall_json, toolresult_text
+    from mypt_lightning.tokens.protocol import toolcall_json, toolresult_text
 
     if record.get("_replay") is True:
         return [record["text"]]
@@ -61,7 +61,7 @@ def main() -> None:
     import data_modules.episode_writer  # noqa: F401  (import cost is not throughput)
     from mypt_lightning.data_prep.prepare import PrepareConfig, available_cores, prepare_sft
     from mypt_lightning.data_prep.synthetic import synthetic_episodes
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     cores = args.workers or available_cores()
     enc = get_tokenizer()._enc

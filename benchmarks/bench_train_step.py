@@ -5,7 +5,7 @@
     python benchmarks/bench_train_step.py --batch_size 2 --steps 3
 
 One train step = forward + cross-entropy + backward + AdamW step, float32. Both models hold
-the same weights (ours exported through mypt_lightning.hf_export) and see the same batches,
+the same weights (ours exported through mypt_lightning.weights.hf_export) and see the same batches,
 in one process, steps interleaved across rows so background load hits all alike. Reported: median
 step time and tokens/s. Rows:
 
@@ -50,7 +50,7 @@ def packed_segments(batch: int, T: int, episodes: int, gen: torch.Generator) -> 
 def build_hf(model: MyPT):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mypt_lightning.hf_export import hf_config_dict, to_hf_state_dict
+    from mypt_lightning.weights.hf_export import hf_config_dict, to_hf_state_dict
 
     hf = LlamaForCausalLM(LlamaConfig(**hf_config_dict(model), attn_implementation="sdpa", use_cache=False))
     missing, unexpected = hf.load_state_dict(to_hf_state_dict(model), strict=False)

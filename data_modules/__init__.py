@@ -1,6 +1,6 @@
 """The binary episode format (reader and writer), packing, samplers, mixtures, and the DataModule.
 
-Depends on the rest of the project only through ``mypt_lightning.special_tokens``.
+Depends on the rest of the project only through ``mypt_lightning.tokens.special_tokens``.
 """
 
 from .episode_format import (

@@ -1,4 +1,4 @@
-"""Turn stored samples into training examples and batches (DESIGN.md 5 and 7)."""
+"""Turn stored samples into training examples and batches (docs/design.md section 2 and 7)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mypt_lightning.special_tokens import PAD_ID
+from mypt_lightning.tokens.special_tokens import PAD_ID
 
 
 def make_training_example(

@@ -1,6 +1,6 @@
 """The LightningDataModule for every SFT phase: mixture, epoch sampling, validation sets, exact resume.
 
-Exact resume (DESIGN.md 7)
+Exact resume (docs/design.md section 4)
 --------------------------
 The DataLoader's workers and prefetching run ahead of training, so the sampler's own
 position says nothing about what the model has consumed. Instead every batch carries the
@@ -57,7 +57,7 @@ PRIMARY_VAL_NAME = "val"
 
 
 class WorkerInit:
-    """``worker_init_fn`` of every loader here (DESIGN.md 8b: DataLoader workers never act
+    """``worker_init_fn`` of every loader here (docs/design.md section 8: DataLoader workers never act
     on signals). A scheduler's SIGTERM or a terminal's Ctrl-C reaches the whole process
     group; a worker that died of it would crash training ("DataLoader worker ... killed
     by signal") before the main process could save at the step end. So workers ignore
@@ -72,7 +72,7 @@ class WorkerInit:
         self.rank = rank
 
     def __call__(self, worker_id: int) -> None:
-        from mypt_lightning.process_lifetime import die_with_parent, ignore_stop_signals
+        from data_modules.process_lifetime import die_with_parent, ignore_stop_signals
 
         # The kernel kills the worker when the thread that created it ends: Lightning
         # iterates the loaders in the main thread.

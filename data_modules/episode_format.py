@@ -1,4 +1,4 @@
-"""The binary episode dataset format (DESIGN.md 5): file names, dtypes, metadata, errors.
+"""The binary episode dataset format (docs/design.md section 2): file names, dtypes, metadata, errors.
 
 The reader is :mod:`data_modules.episode_reader`, the writer :mod:`data_modules.episode_writer`;
 both go through this module so the format is written down once.

@@ -1,4 +1,4 @@
-"""Read one split of a binary episode dataset (DESIGN.md 5) with memory maps.
+"""Read one split of a binary episode dataset (docs/design.md section 2) with memory maps.
 
 Everything that can be checked cheaply is checked when the dataset is opened, so a bad
 dataset fails before training starts, with a :class:`DatasetFormatError` naming the file
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE
+from mypt_lightning.tokens.special_tokens import TOKENIZER_VOCAB_SIZE
 
 from .episode_format import (
     INDEX_DTYPE,

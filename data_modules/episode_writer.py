@@ -1,4 +1,4 @@
-"""Write a binary episode dataset (DESIGN.md 5) atomically.
+"""Write a binary episode dataset (docs/design.md section 2) atomically.
 
 ::
 
@@ -17,7 +17,7 @@ open files, so memory stays flat however large the dataset grows.
 
 Masks: ``mask.bin`` (uint8, 1 where the weight is > 0) is always written, so legacy readers
 keep working; weighted datasets also get ``mask_weighted.bin`` (float32). A binary dataset
-accepts weighted inputs and stores 1 wherever the weight is > 0 (DESIGN.md 3).
+accepts weighted inputs and stores 1 wherever the weight is > 0 (docs/design.md section 1).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
-from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE
+from mypt_lightning.tokens.special_tokens import TOKENIZER_VOCAB_SIZE
 
 from .atomic_write import fsync_dir, make_temp_dir, move_into_place, write_json
 from .episode_format import (

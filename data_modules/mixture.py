@@ -1,4 +1,4 @@
-"""Deterministic weighted mixtures of prepared datasets (DESIGN.md 7 ``data_mix``).
+"""Deterministic weighted mixtures of prepared datasets (docs/design.md section 4 ``data_mix``).
 
 A mixture changes only which samples are drawn, never the data on disk, so a ratio can be
 swept without re-tokenizing. Items are addressed by sampler keys ``(epoch, position, index)``
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mypt_lightning.special_tokens import PAD_ID
+from mypt_lightning.tokens.special_tokens import PAD_ID
 
 Key = int | tuple[int, int, int] | list[int]
 

@@ -1,4 +1,4 @@
-"""Pack episodes into fixed-size blocks (DESIGN.md 5): which episodes share a block, and the block itself.
+"""Pack episodes into fixed-size blocks (docs/design.md section 2): which episodes share a block, and the block itself.
 
 A packed block of ``block_size`` tokens holds up to 255 whole episodes back to back, then
 padding::
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mypt_lightning.special_tokens import PAD_ID
+from mypt_lightning.tokens.special_tokens import PAD_ID
 
 from .episode_format import MAX_SEGMENTS_PER_BLOCK
 

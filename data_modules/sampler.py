@@ -4,7 +4,7 @@ Keys are ``(epoch, position, sample_index)``: ``position`` counts this rank's sa
 within the epoch. The DataModule reads them back from each batch to know exactly how far
 training has got, however far ahead the DataLoader workers have prefetched.
 
-Epoch order (DESIGN.md 7)::
+Epoch order (docs/design.md section 4)::
 
     epoch e:   perm_e = torch.randperm(N, generator seeded from (seed, e))
                drop_last: keep the first N // W * W entries

@@ -1,22 +1,57 @@
-"""Errors that are the user's to fix (bad input, missing files, wrong config).
-
-Command-line entry points catch :class:`UserError` and print its message on one line
-instead of a traceback; anything else is a bug and keeps its traceback.
+"""Errors that are the user's to fix (bad input, missing files, wrong config), and the one
+error contract of every command line (:func:`run_cli`): a user error is one line on stderr
+and exit status 2; anything else is a bug and keeps its traceback.
 """
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
 
 
 class UserError(Exception):
     """A problem with the input or the configuration, explained in the message."""
 
 
-class Preempted(Exception):
-    """Training stopped on SIGTERM after saving ``last.ckpt``; resume with ``ckpt_path=last``.
+class EpisodeError(UserError, ValueError):
+    """A bad record: invalid JSON (:func:`mypt_lightning.jsonio.loads_strict`) or an episode
+    that breaks the schema (:mod:`mypt_lightning.tokens.episode_schema`). ``str()`` is
+    ``WHERE: FIELD: WHAT``.
 
-    ``handoff``: the run's :class:`~mypt_lightning.fault_tolerance.Preemption`; the entry
-    point calls its ``hand_over()`` last, so a job scheduler's own handler (submitit's
-    requeue) runs after the checkpoint is safe.
+    >>> str(EpisodeError("data.jsonl:3", "messages", "must be a list"))
+    'data.jsonl:3: messages: must be a list'
     """
 
-    def __init__(self, message: str, handoff=None):
-        super().__init__(message)
-        self.handoff = handoff
+    def __init__(self, where: str, field: str, reason: str):
+        self.where, self.field, self.reason = where, field, reason
+        super().__init__(": ".join(p for p in (where, field, reason) if p))
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Every exception type that is the user's to fix: :class:`UserError` (and its subclasses:
+    bad records, configs, checkpoints), and the two that ``data_modules`` raises without
+    depending on this package: a dataset that breaks the format and an output that cannot
+    be written (full disk, read-only or not-writable place)."""
+    from data_modules.atomic_write import OutputWriteError
+    from data_modules.episode_format import DatasetFormatError
+
+    return (UserError, OutputWriteError, DatasetFormatError)
+
+
+def run_cli(main_fn: Callable[[], int | None], name: str) -> int:
+    """Call a command line's ``main_fn``; its exit status, or 2 with ``NAME: error: MESSAGE``
+    on stderr for a user error, or 130 on Ctrl-C. Bugs propagate with their traceback.
+
+    >>> def bad(): raise UserError("data.jsonl:3: messages: must be a list")
+    >>> run_cli(bad, "prepare_sft")  # doctest: +SKIP
+    2
+    """
+    try:
+        code = main_fn()
+    except user_errors() as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; no output was written", file=sys.stderr)
+        return 130
+    return int(code or 0)

@@ -11,7 +11,7 @@ is parsed here, so hostile input is one named error everywhere instead of a cras
     a duplicate key in an object                         json.loads keeps the last value silently
     invalid UTF-8 (bytes input), a lone surrogate        named by byte / character offset
 
-Each is an :class:`~mypt_lightning.episode_schema.EpisodeError` ``WHERE: invalid JSON: WHY``
+Each is an :class:`~mypt_lightning.tokens.episode_schema.EpisodeError` ``WHERE: invalid JSON: WHY``
 (a :class:`~mypt_lightning.errors.UserError`), like a syntax error.
 """
 
@@ -21,6 +21,8 @@ import json
 import math
 import re
 from typing import Any
+
+from mypt_lightning.errors import EpisodeError
 
 MAX_DEPTH = 64  # episodes nest about 5 deep; 64 leaves room for any real tool result
 MAX_INT_DIGITS = 100  # far beyond any id or count, far below Python's 4300-digit limit
@@ -115,8 +117,6 @@ def loads_strict(text: str | bytes | bytearray, where: str = "") -> Any:
     """Parse one JSON text (bytes must be UTF-8; a leading BOM is dropped) or raise
     EpisodeError ``WHERE: invalid JSON: WHY`` for anything the module docstring rejects."""
     def fail(reason: str):
-        from mypt_lightning.episode_schema import EpisodeError  # it imports this module
-
         raise EpisodeError(where, "", f"invalid JSON: {reason}") from None
 
     from_bytes = isinstance(text, (bytes, bytearray))

@@ -1,4 +1,4 @@
-"""MyPT: the LLaMA-2-style decoder, whole, in one file (DESIGN.md section 6).
+"""MyPT: the LLaMA-2-style decoder, whole, in one file (docs/design.md section 3).
 
 Pre-norm blocks: RMSNorm (float32) -> fused-qkv attention with RoPE -> residual,
 RMSNorm -> SwiGLU MLP -> residual; final RMSNorm; lm_head tied to the embedding.
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mypt_lightning.special_tokens import VOCAB_SIZE
+from mypt_lightning.tokens.special_tokens import VOCAB_SIZE
 
 ARCHITECTURE_FIELDS = ("vocab_size", "n_embd", "n_head", "n_layer", "bias", "tie_weights", "mlp_hidden", "lm_head_bias")
 ATTN_IMPLS = ("auto", "sdpa", "flex", "eager")
@@ -470,7 +470,7 @@ class MyPT(nn.Module):
         return AttnMask("dense", dense=allowed.unsqueeze(1)), cos, sin
 
     def _neftune(self, x, segment_ids, seq_lengths):
-        """emb += U(-1, 1) * alpha / sqrt(L * d), L per token (DESIGN.md section 6)."""
+        """emb += U(-1, 1) * alpha / sqrt(L * d), L per token (docs/design.md section 3)."""
         c = self.config
         B, T, d = x.shape
         if c.neftune_scale == "tensor":

@@ -95,11 +95,11 @@ class MarkSteps(L.Callback):
         os.replace(tmp, self.marker)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.stall_at_step is not None and trainer.global_step == self.stall_at_step and pl_module._micro_step == 0:
+        if self.stall_at_step is not None and trainer.global_step == self.stall_at_step and pl_module.at_step_boundary:
             self._write("stalled")
             time.sleep(self.stall_seconds)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if pl_module._micro_step == 0 and trainer.global_step > 0:
+        if pl_module.at_step_boundary and trainer.global_step > 0:
             self._write(str(trainer.global_step))
         time.sleep(self.seconds)

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mypt_lightning.agent import AgentSession, ChatRenderer, _shrink, chat_loop
-from mypt_lightning.checkpoint import save_exported
-from mypt_lightning.generation import ModelPolicy, SamplingConfig, TextPolicy
+from mypt_lightning.inference.agent import AgentSession, ChatRenderer, _shrink, chat_loop
+from mypt_lightning.inference.generation import ModelPolicy, SamplingConfig, TextPolicy
 from mypt_lightning.model import MyPT, MyPTConfig
-from mypt_lightning.protocol import serialize_episode, toolresult_text
-from mypt_lightning.special_tokens import ASSISTANT_CLOSE, EOT
-from mypt_lightning.tokenizer import get_tokenizer
-from mypt_lightning.workspace import Workspace
+from mypt_lightning.tokens.protocol import serialize_episode, toolresult_text
+from mypt_lightning.tokens.special_tokens import ASSISTANT_CLOSE, EOT
+from mypt_lightning.tokens.tokenizer import get_tokenizer
+from mypt_lightning.workspace.store import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "You are MyPT. Use the workspace tools."
@@ -154,7 +153,7 @@ def test_agent_loop_runs_a_real_model(workspace):
 
 def test_chat_renderer_hides_think_unless_asked():
     tok = get_tokenizer()
-    from mypt_lightning.generation import encode_with_tags
+    from mypt_lightning.inference.generation import encode_with_tags
 
     ids = encode_with_tags("<myPT_think>secret</myPT_think>Grüße!<myPT_cite>doc-1</myPT_cite></myPT_assistant><myPT_eot>")
     for show, expected in ((False, "Grüße! [source: doc-1]"), (True, "[think: secret]\nGrüße! [source: doc-1]")):
@@ -176,14 +175,6 @@ def test_chat_loop_with_scripted_input(workspace):
     assert "[tool call] " in text and "[tool result] {\"documents\"" in text
     assert "150 euros per night. [source: pol-travel-en]" in text
     assert "[new conversation]" in text and "Hallo!" in text and "hmm" not in text
-
-
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("chat") / "model"
-    save_exported(MyPT(MyPTConfig.tiny(block_size=512)), path)
-    return path
 
 
 def run_chat(args, stdin, timeout=300):

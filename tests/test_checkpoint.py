@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mypt_lightning import checkpoint as ckpt_mod
-from mypt_lightning.checkpoint import (
+from mypt_lightning.weights import checkpoint as ckpt_mod
+from mypt_lightning.weights.checkpoint import (
     ArchitectureMismatchError,
     CheckpointError,
     check_architecture,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mypt_lightning.checkpoint import CheckpointError, check_loadable, check_resumable, load_model, save_exported
+from mypt_lightning.weights.checkpoint import CheckpointError, check_loadable, check_resumable, load_model, save_exported
 from test_checkpoint import tiny_model, write_legacy, write_lightning, write_sharded
 from test_train_e2e import ROOT, compose_cfg, tiny_overrides, write_packed_dataset
 
@@ -140,7 +140,7 @@ def test_generate_cli_refuses_a_malicious_checkpoint(tmp_path, sentinel):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     from data_modules.atomic_write import write_json
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     path = write_packed_dataset(tmp_path_factory.mktemp("data") / "sft_tiny", {"train": 8, "val": 2})
     if not (path / "tokenizer_state.json").exists():  # training refuses a dataset that does not name its tokenizer
@@ -167,7 +167,7 @@ def test_run_py_refuses_a_malicious_checkpoint_before_writing_anything(tmp_path,
 
 def test_lightning_resume_itself_runs_with_weights_only(tmp_path, sentinel, dataset, monkeypatch):
     """Defence in depth: with the up-front check skipped, Lightning's own load still refuses."""
-    import mypt_lightning.train as train_mod
+    import mypt_lightning.training.train as train_mod
 
     monkeypatch.setattr(train_mod, "check_resumable", lambda *a, **k: None)
     path = malicious_ckpt(tmp_path / "evil.ckpt", sentinel)

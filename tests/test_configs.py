@@ -1,4 +1,4 @@
-"""Every phase preset composes with the 750M model and matches DESIGN.md section 8."""
+"""Every phase preset composes with the 750M model and matches docs/design.md section 5."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mypt_lightning.model import MyPT, MyPTConfig
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
-# DESIGN.md section 8, written out independently of conf/phase/*.yaml.
+# docs/design.md section 5, written out independently of conf/phase/*.yaml.
 PRESETS = {
     "phase1b_context_ext": (3e-5, 12000, 400, 4, 4, 0.05, 0, 1729),
     "phase1_format_lock": (7e-5, 2000, 100, 4, 4, 0.10, 5, 4501),
@@ -86,7 +86,7 @@ def test_trainer_groups_compose():
         cfg = compose_cfg([f"trainer={name}"])
         assert cfg.trainer.strategy == strategy
     cfg = compose_cfg(["trainer=fsdp"])
-    assert cfg.trainer.strategy._target_ == "mypt_lightning.distributed.fsdp_strategy"
+    assert cfg.trainer.strategy._target_ == "mypt_lightning.training.distributed.fsdp_strategy"
     cfg = compose_cfg(["phase=phase3_chat_sft"])
     # validation cadence counts micro-batches: eval_every_steps optimizer steps x accumulation
     assert cfg.trainer.val_check_interval == cfg.train.eval_every_steps * 3
@@ -120,7 +120,7 @@ def test_slurm_launcher_config_is_submitits_and_instantiates():
 @pytest.mark.parametrize("overrides", [[f"phase={p}"] for p in PRESETS] + [["experiment=cpu_demo"],
                                                                             ["experiment=cpu_phase1_gate"]])
 def test_every_shipped_config_validates(overrides):
-    from mypt_lightning.config import validate_config
+    from mypt_lightning.training.config_checks import validate_config
 
     validate_config(compose_cfg(overrides))
 
@@ -152,7 +152,7 @@ def test_every_shipped_config_validates(overrides):
     ("train.eval_every_steps=${oops}", "train.eval_every_steps: cannot be resolved"),
 ])
 def test_validate_config_names_the_key(override, named):
-    from mypt_lightning.config import ConfigError, validate_config
+    from mypt_lightning.training.config_checks import ConfigError, validate_config
     from mypt_lightning.errors import UserError
 
     with pytest.raises(ConfigError) as info:
@@ -163,7 +163,7 @@ def test_validate_config_names_the_key(override, named):
 
 
 def test_validate_config_lists_every_bad_key_at_once():
-    from mypt_lightning.config import ConfigError, validate_config
+    from mypt_lightning.training.config_checks import ConfigError, validate_config
 
     with pytest.raises(ConfigError) as info:
         validate_config(compose_cfg(["train.max_steps=abc", "optim.lr=abc", "data.batch_size=0"]))

@@ -19,7 +19,7 @@ from data_modules import (
     build_packed_block,
     collate_samples,
 )
-from mypt_lightning.special_tokens import PAD_ID
+from mypt_lightning.tokens.special_tokens import PAD_ID
 
 # The fixtures deliberately hold episodes longer than block_size + 1 (the cut is tested elsewhere).
 pytestmark = pytest.mark.filterwarnings("ignore:.*are cut to their first")

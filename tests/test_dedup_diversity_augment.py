@@ -14,7 +14,7 @@ from mypt_lightning.data_prep.augment import augment_to_target, diversify, famil
 from mypt_lightning.data_prep.dedup import deduplicate
 from mypt_lightning.data_prep.diversity import analyze, signature
 from mypt_lightning.data_prep.textnorm import guess_language, normalize_loose
-from mypt_lightning.protocol import validate_episode
+from mypt_lightning.tokens.protocol import validate_episode
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 

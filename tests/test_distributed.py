@@ -1,5 +1,5 @@
 """Data parallel training on 2 CPU processes (gloo): Lightning's DDP strategy, and our
-FSDP strategy (mypt_lightning.distributed.MyPTFSDPStrategy, which runs on CPU with gloo)."""
+FSDP strategy (mypt_lightning.training.distributed.MyPTFSDPStrategy, which runs on CPU with gloo)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_ddp_two_processes_match_one_process_with_doubled_batch(tmp_path):
 def write_unpacked_dataset(path: Path, episodes: dict[str, int], seed: int = 0) -> Path:
     """Unpacked episodes of very different lengths, so dynamically padded batches differ in width."""
     from data_modules import DatasetWriter
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     rng = np.random.default_rng(seed)
     with DatasetWriter(path, weighted=True, packed=False, block_size=64, tokenizer_state=get_tokenizer().state_dict()) as writer:
@@ -126,7 +126,7 @@ FSDP_ON_CPU = {"trainer": "fsdp", "trainer.accelerator": "cpu", "trainer.devices
 
 def test_fsdp_two_processes_match_one_process_and_sharded_checkpoints_resume(tmp_path):
     from mypt_lightning import load_model
-    from mypt_lightning.checkpoint import detect_format
+    from mypt_lightning.weights.checkpoint import detect_format
 
     dataset = write_packed_dataset(tmp_path / "data", {"train": 32, "val": 4}, seed=5)
     # A large weight decay: if FSDP's flat 1-D parameter views lost their decay, the
@@ -166,7 +166,7 @@ def test_fsdp_mixed_precision_keeps_float32_parameters_and_buffers():
     own config would cast them all to bf16. The true-precision modes keep Lightning's."""
     from lightning.pytorch.plugins.precision import FSDPPrecision
 
-    from mypt_lightning.distributed import fsdp_strategy
+    from mypt_lightning.training.distributed import fsdp_strategy
 
     mixed = fsdp_strategy()
     mixed.precision_plugin = FSDPPrecision("bf16-mixed")

@@ -10,7 +10,7 @@ import pytest
 
 from data_modules import DatasetFormatError, DatasetWriter, EpisodeDataset, load_metadata
 from data_modules.packing import build_packed_block
-from mypt_lightning.special_tokens import PAD_ID, TOKENIZER_VOCAB_SIZE
+from mypt_lightning.tokens.special_tokens import PAD_ID, TOKENIZER_VOCAB_SIZE
 
 
 def random_episodes(rng: np.random.Generator, count: int, low: int = 2, high: int = 12, weighted: bool = True):

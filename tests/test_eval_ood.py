@@ -16,8 +16,8 @@ from mypt_lightning.gates.language import same_language
 from mypt_lightning.gates.ood import ood_files, read_episodes
 from mypt_lightning.generators import agent, echo, format_lock, multiturn, operators, rag_chat, tool_episodes
 from mypt_lightning.generators.qa_bank import load_facts
-from mypt_lightning.protocol import parse_episode_line, serialize_episode
-from mypt_lightning.workspace import Workspace
+from mypt_lightning.tokens.protocol import parse_episode_line, serialize_episode
+from mypt_lightning.workspace.store import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 OOD_DIR = REPO / "data" / "eval_ood"
@@ -50,7 +50,7 @@ def _turns(messages: list[dict]) -> list[list[dict]]:
 # ------------------------------------------------------------------------------ schema and references
 @pytest.mark.parametrize("phase", list(FILES))
 def test_ood_file_is_a_valid_bilingual_set_the_gate_reads(phase):
-    records = _records(phase)  # every line parses and validates (DESIGN.md 4)
+    records = _records(phase)  # every line parses and validates (docs/design.md section 1)
     assert 30 <= len(records) <= 60
     langs = [lang for r in records for lang in r["_meta"]["expect"]["turn_languages"]]
     assert langs.count("en") / len(langs) >= 0.4 and langs.count("de") / len(langs) >= 0.4

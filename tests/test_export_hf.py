@@ -1,5 +1,5 @@
 """Export to transformers: logit parity with LlamaForCausalLM loaded from our exported folder
-(the model's correctness test, DESIGN.md section 6), packed masks vs a 4D-mask reference,
+(the model's correctness test, docs/design.md section 3), packed masks vs a 4D-mask reference,
 and the export CLI (bias refusal, --drop_lm_head_bias report, exit codes)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mypt_lightning.checkpoint import save_exported
-from mypt_lightning.hf_export import export_hf
+from mypt_lightning.weights.checkpoint import save_exported
+from mypt_lightning.weights.hf_export import export_hf
 from mypt_lightning.model import MyPT, MyPTConfig, segment_positions
 
 transformers = pytest.importorskip("transformers")
@@ -126,7 +126,7 @@ def test_cli_drop_bias_reports_logit_shift(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "max |diff|" in out and "mean |diff|" in out
     max_abs = float(out.split("max |diff| ")[1].split(",")[0])
-    from mypt_lightning.checkpoint import load_model
+    from mypt_lightning.weights.checkpoint import load_model
 
     model = load_model(ckpt)
     assert max_abs == pytest.approx(model.lm_head.bias.abs().max().item(), rel=1e-4)

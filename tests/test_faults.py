@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from mypt_lightning.errors import UserError
-from mypt_lightning.fault_tolerance import PREEMPTED_EXIT_CODE, check_output_dir
-from mypt_lightning.lit_module import NonFiniteLossError
-from mypt_lightning.train import train
+from mypt_lightning.training.fault_tolerance import PREEMPTED_EXIT_CODE, check_output_dir
+from mypt_lightning.training.lit_module import NonFiniteLossError
+from mypt_lightning.training.train import train
 from test_train_e2e import ROOT, StepLosses, compose_cfg, tiny_overrides, write_packed_dataset
 
 
@@ -37,7 +37,7 @@ class NaNEmbeddings(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         step = trainer.global_step + 1  # the step this micro-batch belongs to
-        if pl_module._micro_step == 0:
+        if pl_module.at_step_boundary:
             self.params_before_bad_step[step] = pl_module.model.norm_f.weight.detach().clone()
         if step in self.bad_steps and self.handle is None:
             self.handle = pl_module.model.embed.register_forward_hook(lambda m, i, out: out * float("nan"))
@@ -46,7 +46,7 @@ class NaNEmbeddings(L.Callback):
             self.handle = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if pl_module._micro_step == 0:
+        if pl_module.at_step_boundary:
             self.params_after[trainer.global_step] = pl_module.model.norm_f.weight.detach().clone()
 
 

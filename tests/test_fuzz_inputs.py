@@ -46,9 +46,9 @@ from mypt_lightning.data_prep.inspect import inspect_report
 from mypt_lightning.data_prep.prepare import PrepareConfig, prepare_sft
 from mypt_lightning.data_prep.validate import check_tokenizer_state, validate_dataset
 from mypt_lightning.errors import UserError
-from mypt_lightning.protocol import EpisodeError, parse_episode_line, serialize_episode
-from mypt_lightning.special_tokens import SPECIAL_TOKENS, TOKENIZER_VOCAB_SIZE
-from mypt_lightning.tokenizer import get_tokenizer
+from mypt_lightning.tokens.protocol import EpisodeError, parse_episode_line, serialize_episode
+from mypt_lightning.tokens.special_tokens import SPECIAL_TOKENS, TOKENIZER_VOCAB_SIZE
+from mypt_lightning.tokens.tokenizer import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"

@@ -17,11 +17,11 @@ from hydra import compose, initialize_config_dir
 
 import mypt_lightning.config  # noqa: F401
 from mypt_lightning.gates import GATES, evaluate
-from mypt_lightning.gates.cli import load_policy
-from mypt_lightning.generation import ModelPolicy
-from mypt_lightning.checkpoint import load_weights
+from mypt_lightning.inference.generation import load_policy
+from mypt_lightning.inference.generation import ModelPolicy
+from mypt_lightning.weights.checkpoint import load_weights
 from mypt_lightning.model import MyPT
-from mypt_lightning.train import train
+from mypt_lightning.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,16 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from mypt_lightning.checkpoint import save_exported
 from mypt_lightning.gates import GATES, Case, CaseResult, Criterion, Gate, evaluate, parse_phase
 from mypt_lightning.gates import cli, ood, phase1, runner
 from mypt_lightning.gates.language import language_of
-from mypt_lightning.generation import TextPolicy
-from mypt_lightning.model import MyPT, MyPTConfig
-from mypt_lightning.tokenizer import get_tokenizer
-from mypt_lightning.workspace import Workspace
+from mypt_lightning.inference.generation import TextPolicy
+from mypt_lightning.tokens.tokenizer import get_tokenizer
+from mypt_lightning.workspace.store import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOSE = "</myPT_assistant><myPT_eot>"
@@ -82,7 +79,7 @@ def test_phase1_failures(en, de, failed_check):
 
 def test_phase1_close_within_20_is_counted_in_tokens():
     case = next(c for c in GATES[1].cases() if not c.expect["language_marked"])
-    from mypt_lightning.generation import encode_with_tags
+    from mypt_lightning.inference.generation import encode_with_tags
 
     tok = get_tokenizer()
     ids = encode_with_tags("a" + " b" * 17 + CLOSE)  # 18 text tokens + 2 tags = 20
@@ -347,14 +344,6 @@ def test_cli_exit_codes_in_process(monkeypatch, tmp_path, capsys):
     assert cli.main(["--model", "m", "--phase", "1b"]) == 2
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gates") / "model"
-    save_exported(MyPT(MyPTConfig.tiny(block_size=256)), path)
-    return path
-
-
 def run_tool(name, *args):
     return subprocess.run([sys.executable, str(ROOT / "tools" / name), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
@@ -378,7 +367,7 @@ def test_gate_callback_logs_metrics_and_samples(tmp_path):
     from hydra import compose, initialize_config_dir
 
     import mypt_lightning.config  # noqa: F401
-    from mypt_lightning.train import train
+    from mypt_lightning.training.train import train
     from test_train_e2e import tiny_overrides, write_packed_dataset  # tests/ is on sys.path (pytest prepend mode)
 
     data = write_packed_dataset(tmp_path / "data", {"train": 8, "val": 2})
@@ -400,7 +389,7 @@ def test_gate_callback_logs_metrics_and_samples(tmp_path):
 
 
 def test_gate_callback_uses_the_wandb_table_when_wandb_is_on(tmp_path):
-    from mypt_lightning.callbacks import TABLE_COLUMNS, GateCallback
+    from mypt_lightning.training.callbacks import TABLE_COLUMNS, GateCallback
 
     class WandbLogger:  # stands in for lightning's (the callback looks at the class name)
         def __init__(self):
@@ -421,7 +410,7 @@ def test_gate_callback_uses_the_wandb_table_when_wandb_is_on(tmp_path):
 
 def reference_replies(records: list[dict]) -> list[str]:
     """Every reference assistant block of ``records``, in order, as the model would write it."""
-    from mypt_lightning.protocol import toolcall_json
+    from mypt_lightning.tokens.protocol import toolcall_json
 
     out = []
     for r in records:

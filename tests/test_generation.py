@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from mypt_lightning.checkpoint import save_exported
-from mypt_lightning.generation import (
+from mypt_lightning.weights.checkpoint import save_exported
+from mypt_lightning.inference.generation import (
     GenerationResult,
     IncrementalDecoder,
     ModelPolicy,
@@ -25,9 +25,9 @@ from mypt_lightning.generation import (
     select_token,
 )
 from mypt_lightning.model import MyPT, MyPTConfig
-from mypt_lightning.protocol import build_prompt
-from mypt_lightning.special_tokens import ASSISTANT_CLOSE, ENDOFTEXT_ID, EOT, TOKENIZER_VOCAB_SIZE, VOCAB_SIZE
-from mypt_lightning.tokenizer import get_tokenizer
+from mypt_lightning.tokens.protocol import build_prompt
+from mypt_lightning.tokens.special_tokens import ASSISTANT_CLOSE, ENDOFTEXT_ID, EOT, TOKENIZER_VOCAB_SIZE, VOCAB_SIZE
+from mypt_lightning.tokens.tokenizer import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 UNUSED = list(range(TOKENIZER_VOCAB_SIZE, VOCAB_SIZE))
@@ -48,7 +48,7 @@ def random_model(seed: int = 0, rope_scale: float = 1.0, block_size: int = 256) 
 def exported(tmp_path_factory):
     """(our model, its HF LlamaForCausalLM, the export folder)."""
     transformers = pytest.importorskip("transformers")
-    from mypt_lightning.hf_export import export_hf
+    from mypt_lightning.weights.hf_export import export_hf
 
     d = tmp_path_factory.mktemp("gen")
     model = random_model(rope_scale=4.0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_jsonl
 
 from mypt_lightning.generators import (
     agent,
@@ -28,16 +29,16 @@ from mypt_lightning.generators import (
     tool_episodes,
 )
 from mypt_lightning.generators.tooluse import ToolSession, Unsupported
-from mypt_lightning.protocol import serialize_episode, validate_episode
-from mypt_lightning.system_prompts import (
+from mypt_lightning.tokens.protocol import serialize_episode, validate_episode
+from mypt_lightning.tokens.system_prompts import (
     AGENTIC_SYSTEM_PROMPTS,
     CHAT_SYSTEM_PROMPTS,
     MINIMAL_SYSTEM_PROMPT,
     prompts_for_phase,
     system_prompt_for_phase,
 )
-from mypt_lightning.tokenizer import get_tokenizer
-from mypt_lightning.workspace import Workspace
+from mypt_lightning.tokens.tokenizer import get_tokenizer
+from mypt_lightning.workspace.store import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 N = 250  # records per generator run in these tests
@@ -54,11 +55,6 @@ def tok():
 
 
 # ----------------------------------------------------------------------------- fixtures: data
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory, tok):
     """uint16 and uint32 token shards of the workspace corpus, documents separated by <|endoftext|>."""
@@ -119,7 +115,7 @@ def _qa_rows() -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def qa_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("qa")
-    return {name: str(_write_jsonl(d / f"{name}.jsonl", rows)) for name, rows in _qa_rows().items()}
+    return {name: str(write_jsonl(d / f"{name}.jsonl", rows)) for name, rows in _qa_rows().items()}
 
 
 # ----------------------------------------------------------------------------- the generator table
@@ -497,7 +493,7 @@ def test_pretrain_replay_uint32_text_and_jsonl(tmp_path, tok):
     recs = pretrain_replay.generate(5, 1, "en", inputs=[tmp_path / "s.bin"], token_dtype="uint32", max_tokens=64).records
     assert all("plate" in r["text"].lower() or "earth" in r["text"].lower() or len(r["text"]) > 20 for r in recs)
     (tmp_path / "t.txt").write_text((REPO / "workspace/docs/sci-schlaf-de.md").read_text(encoding="utf-8"), encoding="utf-8")
-    _write_jsonl(tmp_path / "d.jsonl", [{"text": "Ein kurzer Text über den Schlaf und die Träume in der Nacht. " * 10}])
+    write_jsonl(tmp_path / "d.jsonl", [{"text": "Ein kurzer Text über den Schlaf und die Träume in der Nacht. " * 10}])
     recs = pretrain_replay.generate(6, 2, "de", inputs=[tmp_path / "t.txt", tmp_path / "d.jsonl"], max_tokens=64,
                                     min_tokens=8).records
     assert len(recs) == 6 and {r["language"] for r in recs} == {"de"}

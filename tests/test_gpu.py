@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mypt_lightning.lit_module import weighted_token_stats
+from mypt_lightning.training.lit_module import weighted_token_stats
 from mypt_lightning.model import MyPT, MyPTConfig
 from test_train_e2e import write_packed_dataset
 
@@ -74,7 +74,7 @@ def test_flex_training_step_matches_sdpa_with_dense_mask(dtype):
 
 def test_fsdp_bf16_on_one_gpu_trains_writes_sharded_checkpoints_and_resumes(tmp_path):
     from mypt_lightning import load_model
-    from mypt_lightning.checkpoint import detect_format
+    from mypt_lightning.weights.checkpoint import detect_format
     from test_distributed import read_losses, run_training
 
     dataset = write_packed_dataset(tmp_path / "data", {"train": 32, "val": 4}, seed=5)

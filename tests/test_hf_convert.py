@@ -13,18 +13,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import write_jsonl
 
 from mypt_lightning.data_prep.hf_convert import build_episode, convert_dataset, convert_rows, detect_layout
 from mypt_lightning.data_prep.hf_layouts import Skip, parse_tool_calls
 from mypt_lightning.errors import UserError
-from mypt_lightning.protocol import validate_episode
+from mypt_lightning.tokens.protocol import validate_episode
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def read(path: Path):

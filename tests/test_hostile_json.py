@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mypt_lightning.episode_schema import EpisodeError
+from mypt_lightning.tokens.episode_schema import EpisodeError
 from mypt_lightning.jsonio import MAX_DEPTH, MAX_INT_DIGITS, loads_strict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def _read_jsonl(path):
 
 def _question_bank(path):
     from mypt_lightning.generators.qa_bank import load_facts
-    from mypt_lightning.workspace import Workspace
+    from mypt_lightning.workspace.store import Workspace
 
     return load_facts(Workspace(), path)
 
@@ -240,7 +240,7 @@ def test_deepl_resume_file_with_a_hostile_line_resumes_from_there(tmp_path):
 
 
 def test_workspace_manifest_with_hostile_json_is_a_load_error(tmp_path):
-    from mypt_lightning.workspace import Workspace, WorkspaceLoadError
+    from mypt_lightning.workspace.store import Workspace, WorkspaceLoadError
 
     (tmp_path / "index.json").write_bytes(b'{"documents": ' + b"[" * 10000)
     with pytest.raises(WorkspaceLoadError, match=r"index\.json: invalid JSON: nested deeper"):
@@ -261,7 +261,7 @@ HOSTILE_CALLS = {
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE_CALLS))
 def test_parse_assistant_output_turns_hostile_toolcalls_into_an_error(kind):
-    from mypt_lightning.protocol import parse_assistant_output
+    from mypt_lightning.tokens.protocol import parse_assistant_output
 
     call, reason = HOSTILE_CALLS[kind]
     out = parse_assistant_output(f"<myPT_toolcall>{call}</myPT_toolcall></myPT_assistant>")
@@ -271,7 +271,7 @@ def test_parse_assistant_output_turns_hostile_toolcalls_into_an_error(kind):
 
 @pytest.fixture(scope="module")
 def workspace():
-    from mypt_lightning.workspace import Workspace
+    from mypt_lightning.workspace.store import Workspace
 
     return Workspace()
 
@@ -279,8 +279,8 @@ def workspace():
 @pytest.mark.parametrize("kind", sorted(HOSTILE_CALLS))
 def test_agent_recovers_from_a_hostile_toolcall(workspace, kind):
     """The real agent loop, the model played by TextPolicy (as in tests/test_agent.py)."""
-    from mypt_lightning.agent import AgentSession
-    from mypt_lightning.generation import TextPolicy
+    from mypt_lightning.inference.agent import AgentSession
+    from mypt_lightning.inference.generation import TextPolicy
 
     call, reason = HOSTILE_CALLS[kind]
     policy = TextPolicy([f"<myPT_toolcall>{call}</myPT_toolcall>", "Sorry.</myPT_assistant><myPT_eot>"],
@@ -295,19 +295,6 @@ def test_agent_recovers_from_a_hostile_toolcall(workspace, kind):
 
 
 # ------------------------------------------------------------------ chat.py stdin
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    import torch
-
-    from mypt_lightning.checkpoint import save_exported
-    from mypt_lightning.model import MyPT, MyPTConfig
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("chat") / "model"
-    save_exported(MyPT(MyPTConfig.tiny(block_size=512)), path)
-    return path
-
-
 @pytest.mark.parametrize("env", [{}, {"PYTHONIOENCODING": "utf-8:strict"}])
 def test_chat_survives_invalid_utf8_on_stdin(tiny_export, env):
     import os

@@ -14,7 +14,7 @@ import pytest
 from mypt_lightning.data_prep.inspect import inspect_dataset
 from mypt_lightning.data_prep.prepare import PrepareConfig, prepare_sft
 from mypt_lightning.data_prep.validate import CHECKS, validate_dataset, walk_episode
-from mypt_lightning.special_tokens import ASSISTANT_OPEN, EOT, USER_OPEN
+from mypt_lightning.tokens.special_tokens import ASSISTANT_OPEN, EOT, USER_OPEN
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -153,7 +153,7 @@ def test_tokenizer_state_mismatch(copy_of):
 
 
 def test_walk_episode_grammar():
-    from mypt_lightning.protocol import serialize_episode
+    from mypt_lightning.tokens.protocol import serialize_episode
 
     tokens, weights = serialize_episode(RECORDS[1], weighted=True)
     walk = walk_episode(np.array(tokens))
@@ -255,7 +255,7 @@ def test_inspect_invalid_metadata_json_is_one_line(copy_of, capsys):
 
 
 def test_inspect_flags_token_ids_beyond_the_vocabulary(copy_of, capsys):
-    from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE, VOCAB_SIZE
+    from mypt_lightning.tokens.special_tokens import TOKENIZER_VOCAB_SIZE, VOCAB_SIZE
 
     path = copy_of("flat")
     tokens, _, _ = _arrays(path)

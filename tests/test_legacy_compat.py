@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from data_modules.collate import make_training_example
-from mypt_lightning.checkpoint import load_model
-from mypt_lightning.protocol import toolcall_json
-from mypt_lightning.special_tokens import SPECIAL_TOKENS, VOCAB_SIZE
+from mypt_lightning.weights.checkpoint import load_model
+from mypt_lightning.tokens.protocol import toolcall_json
+from mypt_lightning.tokens.special_tokens import SPECIAL_TOKENS, VOCAB_SIZE
 
 torch.set_num_threads(2)
 
@@ -222,8 +222,8 @@ def test_mask_alignment_matches_legacy_loader():
 
 
 def test_legacy_tokenizer_state_is_accepted_and_shifted_ids_are_refused():
-    from mypt_lightning.special_tokens import SPECIAL_TOKENS
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.special_tokens import SPECIAL_TOKENS
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     tok = get_tokenizer()
     legacy = {"token_kind": "gpt2", "chars": None, "base_vocab_size": 50257, "model_vocab_size": 50304,

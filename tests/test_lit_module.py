@@ -1,4 +1,4 @@
-"""The LightningModule's loss semantics (DESIGN.md section 7), checked against hand computations."""
+"""The LightningModule's loss semantics (docs/design.md section 4), checked against hand computations."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from mypt_lightning.lit_module import MyPTLitModule
+from mypt_lightning.training.lit_module import MyPTLitModule
 from mypt_lightning.model import MyPT, MyPTConfig
-from mypt_lightning.optim import lr_multiplier, parameter_groups
-from mypt_lightning.special_tokens import ASSISTANT_CLOSE, EOT
+from mypt_lightning.training.optim import lr_multiplier, parameter_groups
+from mypt_lightning.tokens.special_tokens import ASSISTANT_CLOSE, EOT
 
 CONFIG = MyPTConfig.tiny(n_embd=32, n_head=2, n_layer=2, block_size=64)
 

@@ -16,7 +16,7 @@ from data_modules import (
     pack_next_fit,
     packing_fill,
 )
-from mypt_lightning.special_tokens import PAD_ID
+from mypt_lightning.tokens.special_tokens import PAD_ID
 
 
 def _check_blocks(blocks, lengths, block_size, max_per_block):

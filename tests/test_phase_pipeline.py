@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -12,15 +11,12 @@ import numpy as np
 import pytest
 
 from mypt_lightning.data_prep import phase_pipeline as pp
+from mypt_lightning.data_prep.phase_pipeline import cli as phase_cli
 from mypt_lightning.data_prep.validate import validate_dataset
 from mypt_lightning.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = sorted(p.stem for p in (REPO / "conf" / "phase").glob("*.yaml"))
-sys.path.insert(0, str(REPO / "tools"))
-
-import prepare_phase  # noqa: E402
-import prepare_phase1_format_lock  # noqa: E402
 
 
 def _files(root: Path) -> list[Path]:
@@ -68,7 +64,7 @@ def test_dry_run_prints_every_command_and_writes_nothing(phase, tmp_path, monkey
 
 def test_dry_run_cli_and_format_lock_alias(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert prepare_phase.main(["phase=phase3_chat_sft", "--dry_run", f"paths.data_dir={tmp_path}/d",
+    assert phase_cli.main(["phase=phase3_chat_sft", "--dry_run", f"paths.data_dir={tmp_path}/d",
                                "data_recipe.sources.oasst2.enabled=true"]) == 0
     out = capsys.readouterr().out
     assert "python tools/generate_rag_chat_sft.py" in out and "DRY RUN" in out
@@ -76,7 +72,7 @@ def test_dry_run_cli_and_format_lock_alias(tmp_path, monkeypatch, capsys):
     assert "--num_examples 3529" in out and "convert_hf_dataset.py --dataset OpenAssistant/oasst2" in out
     assert "--max_examples 1471 --languages en de" in out
     assert "replay_phase1_format_lock" in out and "MISSING" in out  # the training mixture is reported
-    assert prepare_phase1_format_lock.main(["--dry_run", "--format_lock_ratio", "0.5", "--echo_ratio", "0.5",
+    assert phase_cli.main_phase1(["--dry_run", "--format_lock_ratio", "0.5", "--echo_ratio", "0.5",
                                             "--format_lock_math", "exclude", "--echo_gibberish", "include",
                                             "--output_dir", f"{tmp_path}/fl", "data_recipe.num_examples=100"]) == 0
     out = capsys.readouterr().out
@@ -102,8 +98,8 @@ def test_errors_are_one_line_user_errors(tmp_path, monkeypatch, capsys):
         pp.build_plan(["phase=phase1_format_lock", "data_recipe.sources.format_lock.args.mode=fancy"])
     with pytest.raises(UserError, match="no enabled source"):
         pp.build_plan(["phase=phase3_chat_sft", "data_recipe.sources.rag_chat.enabled=false"])
-    assert prepare_phase.main(["phase=no_such_phase", "--dry_run"]) == 2
-    assert prepare_phase.main(["phase1_format_lock", "--dry_run"]) == 2
+    assert phase_cli.main(["phase=no_such_phase", "--dry_run"]) == 2
+    assert phase_cli.main(["phase1_format_lock", "--dry_run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("prepare_phase: error: ") for e in err)
     assert _files(tmp_path) == []
@@ -234,7 +230,7 @@ def _qa_files(d: Path) -> dict[str, Path]:
 
 
 def test_phase1b_real_run_mixes_qa_and_general_text_40_60_by_tokens(tmp_path, monkeypatch):
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     monkeypatch.chdir(tmp_path)
     qa = _qa_files(tmp_path)

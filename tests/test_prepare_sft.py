@@ -1,7 +1,7 @@
 """prepare_sft end to end: JSONL in, binary dataset out, read back and compared token by token.
 
 Expected sequences are built by hand from tiktoken's own r50k_base ``encode_ordinary`` and
-the pinned tag ids (DESIGN.md 3), never from the serializer.
+the pinned tag ids (docs/design.md section 1), never from the serializer.
 """
 
 from __future__ import annotations
@@ -14,18 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_jsonl
 
 from data_modules.episode_reader import EpisodeDataset
 from mypt_lightning.data_prep import prepare as prepare_module
 from mypt_lightning.data_prep.prepare import PrepareConfig, prepare_sft
 from mypt_lightning.errors import UserError
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_CLOSE as A_, ASSISTANT_CONTEXT_CLOSE as AC_, ASSISTANT_CONTEXT_OPEN as AC, ASSISTANT_OPEN as A,
     CITE_CLOSE as CI_, CITE_OPEN as CI, ENDOFTEXT_ID, EOT, SYSTEM_CLOSE as S_, SYSTEM_OPEN as S,
     THINK_CLOSE as TH_, THINK_OPEN as TH, TOOLCALL_CLOSE as TC_, TOOLCALL_OPEN as TC, TOOLRESULT_CLOSE as TR_,
     TOOLRESULT_OPEN as TR, USER_CLOSE as U_, USER_CONTEXT_CLOSE as UC_, USER_CONTEXT_OPEN as UC, USER_OPEN as U,
 )
-from mypt_lightning.tokenizer import get_tokenizer
+from mypt_lightning.tokens.tokenizer import get_tokenizer
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -49,13 +50,6 @@ def spans(*parts):
 
 def binary(weights):
     return [1.0 if w > 0 else 0.0 for w in weights]
-
-
-def write_jsonl(path: Path, records) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n")
-    return path
 
 
 def run(tmp_path, inputs, name="ds", **kw):
@@ -89,7 +83,7 @@ def episodes_of(path, split="train"):
 # ------------------------------------------------------------------ every construct, token-exact
 
 def constructs(enc):
-    """(record, expected tokens, expected weighted weights) for every DESIGN.md 3 construct."""
+    """(record, expected tokens, expected weighted weights) for every docs/design.md section 1 construct."""
     call = '{"name": "workspace.search", "query": "ML", "filters": {"tags": ["a", "b"], "n": 2, "x": null}}'
     return [
         ({"system": "You are MyPT.", "messages": [{"role": "user", "content": "Hi"},

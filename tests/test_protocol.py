@@ -1,4 +1,4 @@
-"""Token-exact tests of the wire protocol (DESIGN.md sections 3 and 4).
+"""Token-exact tests of the wire protocol (docs/design.md section 1 and 4).
 
 Expected sequences are written by hand from tiktoken's own r50k_base ``encode_ordinary``
 and the pinned tag ids, never from the serializer: each is a list of (ids, weight) spans.
@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from mypt_lightning.protocol import (
+from mypt_lightning.tokens.protocol import (
     EpisodeError,
     build_prompt,
     parse_assistant_output,
@@ -20,7 +20,7 @@ from mypt_lightning.protocol import (
     serialize_episode,
     validate_episode,
 )
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_CLOSE as A_,
     ASSISTANT_CONTEXT_CLOSE as AC_,
     ASSISTANT_CONTEXT_OPEN as AC,
@@ -42,7 +42,7 @@ from mypt_lightning.special_tokens import (
     USER_CONTEXT_OPEN as UC,
     USER_OPEN as U,
 )
-from mypt_lightning.tokenizer import get_tokenizer
+from mypt_lightning.tokens.tokenizer import get_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from test_train_e2e import BLOCK, ROOT, compose_cfg, tiny_overrides, write_packe
 
 from data_modules.episode_format import DatasetFormatError
 from mypt_lightning.errors import UserError
-from mypt_lightning.special_tokens import SPECIAL_TOKENS
-from mypt_lightning.tokenizer import get_tokenizer
-from mypt_lightning.train import train
+from mypt_lightning.tokens.special_tokens import SPECIAL_TOKENS
+from mypt_lightning.tokens.tokenizer import get_tokenizer
+from mypt_lightning.training.train import train
 
 # What Hydra itself writes into hydra.run.dir before our code runs (run.py only).
 HYDRA_OWN = {".hydra", "run.log"}
@@ -179,7 +179,7 @@ def test_training_start_does_not_scan_tokens_but_reads_check_each_sample(dataset
     """Opening costs O(index): no pass over tokens.bin. A bad id is still caught, naming the
     file and the position, when its sample is read (not as an embedding index error)."""
     from data_modules import SFTDataModule, episode_reader
-    from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE
+    from mypt_lightning.tokens.special_tokens import TOKENIZER_VOCAB_SIZE
 
     tokens = np.fromfile(dataset_copy / "train" / "tokens.bin", dtype=np.uint32)
     tokens[70] = TOKENIZER_VOCAB_SIZE + 5  # sample #1
@@ -265,7 +265,7 @@ def test_run_py_bad_sample_found_mid_run_is_one_line(dataset_copy, tmp_path, num
     """A token id beyond the vocabulary passes the start-up checks (no token scan) and is
     found when its sample is read; from a DataLoader worker torch re-raises it rebuilt from
     its text, which used to give a RuntimeError traceback."""
-    from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE
+    from mypt_lightning.tokens.special_tokens import TOKENIZER_VOCAB_SIZE
 
     path = dataset_copy / "train" / "tokens.bin"
     tokens = np.fromfile(path, dtype=np.uint32)

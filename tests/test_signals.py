@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from mypt_lightning.errors import UserError
-from mypt_lightning.fault_tolerance import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, claim_run_dir
+from mypt_lightning.training.fault_tolerance import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, claim_run_dir
 from test_faults import run_py
 from test_train_e2e import ROOT, compose_cfg, tiny_overrides, write_packed_dataset
 
@@ -266,7 +266,7 @@ def test_overwrite_moves_the_previous_run_aside_and_starts_fresh(dataset, tmp_pa
     files = previous_run(run_dir)
     train_cfg = compose_cfg(tiny_overrides(dataset, run_dir, logger="csv", overwrite="true", **{
         "data.num_workers": 0, "train.max_steps": 2}))
-    from mypt_lightning.train import train
+    from mypt_lightning.training.train import train
 
     train(train_cfg)
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mypt_lightning import tokenizer_assets as assets
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens import tokenizer_assets as assets
+from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_OPEN,
     ENDOFTEXT_ID,
     EOT,
@@ -21,7 +21,7 @@ from mypt_lightning.special_tokens import (
     SPECIAL_TOKENS,
     VOCAB_SIZE,
 )
-from mypt_lightning.tokenizer import (
+from mypt_lightning.tokens.tokenizer import (
     MyPTTokenizer,
     TokenizerUnavailableError,
     get_tokenizer,
@@ -211,7 +211,7 @@ def test_tiktoken_loads_offline_from_provisioned_cache(tmp_path, real_bpe):
     cache = tmp_path / "cache"
     code = (
         "import os, tiktoken\n"
-        "from mypt_lightning.tokenizer import MyPTTokenizer\n"
+        "from mypt_lightning.tokens.tokenizer import MyPTTokenizer\n"
         "t = MyPTTokenizer()\n"
         "assert os.environ['TIKTOKEN_CACHE_DIR'] == %r\n"
         "print(t.encode_text('hello world'))\n" % str(cache)

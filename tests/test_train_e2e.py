@@ -18,8 +18,8 @@ import mypt_lightning.config  # noqa: F401
 from data_modules import DatasetWriter, build_packed_block
 from mypt_lightning import load_model
 from mypt_lightning.errors import UserError
-from mypt_lightning.tokenizer import get_tokenizer
-from mypt_lightning.train import train
+from mypt_lightning.tokens.tokenizer import get_tokenizer
+from mypt_lightning.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 64
@@ -136,7 +136,7 @@ def test_missing_previous_phase_export_names_the_command(dataset, tmp_path):
 
 
 def test_ckpt_path_resolution(tmp_path):
-    from mypt_lightning.train import resolve_ckpt_path
+    from mypt_lightning.training.train import resolve_ckpt_path
 
     assert resolve_ckpt_path(None, tmp_path) is None
     assert resolve_ckpt_path("auto", tmp_path) is None  # nothing to resume yet: start fresh
@@ -194,7 +194,7 @@ def test_gate_failure_stops_the_next_phase(dataset, tmp_path):
 
 
 def test_curriculum_multirun_chains_phases_in_one_sweep(dataset, tmp_path):
-    from mypt_lightning.checkpoint import save_exported
+    from mypt_lightning.weights.checkpoint import save_exported
     from mypt_lightning.model import MyPT, MyPTConfig
 
     base = tmp_path / "base"

@@ -14,7 +14,7 @@ import pytest
 from mypt_lightning.data_prep.deepl import DeepLClient, DeepLError, translate_file
 from mypt_lightning.data_prep.translation import extract, merge_bilingual, recombine
 from mypt_lightning.errors import UserError
-from mypt_lightning.protocol import validate_episode
+from mypt_lightning.tokens.protocol import validate_episode
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 KEY = "test-key:fx"

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from mypt_lightning.workspace import TOOL_NAMES, ToolError, Workspace, WorkspaceLoadError, default_docs_dir
-from mypt_lightning.workspace_analysis import Decompounder, detect_language, fold, split_sentences, stem
+from mypt_lightning.workspace.store import TOOL_NAMES, ToolError, Workspace, WorkspaceLoadError, default_docs_dir
+from mypt_lightning.workspace.analysis import Decompounder, detect_language, fold, split_sentences, stem
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_search_is_stable_across_processes(tmp_path):
     import subprocess
     import sys
 
-    code = "import json; from mypt_lightning.workspace import Workspace; print(json.dumps(Workspace().search('Datenschutz Panne melden')))"
+    code = "import json; from mypt_lightning.workspace.store import Workspace; print(json.dumps(Workspace().search('Datenschutz Panne melden')))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin:/bin"}).stdout for seed in (1, 2)}
     assert len(outs) == 1
@@ -260,7 +260,7 @@ def _layout(tmp_path, manifest: bool, files: dict[str, str]):
 
 
 def _every_tool_output(ws: Workspace) -> str:
-    from mypt_lightning.workspace import result_strings
+    from mypt_lightning.workspace.store import result_strings
 
     queries = ("Geheimprojekt Zugangscode", "Tresor 4711", "Kaffee")
     results = [ws.call("workspace.search", {"query": q}) for q in queries]
@@ -354,7 +354,7 @@ def test_fifo_is_skipped_without_blocking(tmp_path, capsys, manifest):
 
 @pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
 def test_huge_file_is_skipped(tmp_path, capsys, manifest):
-    from mypt_lightning.workspace import MAX_DOC_BYTES
+    from mypt_lightning.workspace.store import MAX_DOC_BYTES
 
     ws, _ = _layout(tmp_path, manifest, {"big.md": "big"})
     with open(ws / "big.md", "wb") as handle:  # sparse: the size is refused before anything is read

@@ -13,11 +13,9 @@ Exit status: 0 done, 2 bad input or flags.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.data_prep import cli  # noqa: E402
+from mypt_lightning.data_prep import cli
 
 
 def main(argv: list[str] | None = None) -> int:

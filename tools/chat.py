@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.errors import UserError  # noqa: E402
+from mypt_lightning.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mypt_lightning.generation import add_sampling_arguments
+    from mypt_lightning.inference.generation import add_sampling_arguments
 
     parser = argparse.ArgumentParser(prog="chat.py", description=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from mypt_lightning.agent import CHAT_HELP, AgentSession, chat_loop, open_workspace
-    from mypt_lightning.generation import ModelPolicy, load_inference_model, sampling_from_args
-    from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT, CHAT_SYSTEM_PROMPT
+    from mypt_lightning.inference.agent import CHAT_HELP, AgentSession, chat_loop, open_workspace
+    from mypt_lightning.inference.generation import ModelPolicy, load_inference_model, sampling_from_args
+    from mypt_lightning.tokens.system_prompts import AGENTIC_STANDARD_PROMPT, CHAT_SYSTEM_PROMPT
 
     try:
         sampling = sampling_from_args(args)

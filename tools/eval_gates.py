@@ -10,11 +10,9 @@ earlier phase's gate (they must pass too) and the OOD sets data/eval_ood/phase{3
 See docs/inference_and_gates.md for what each gate checks.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.gates.cli import main  # noqa: E402
+from mypt_lightning.gates.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="eval_gates.py", description=__doc__))

@@ -5,11 +5,9 @@
     python tools/eval_operator.py --model runs/phase2_operators/export -v --report op.json
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.gates.cli import main  # noqa: E402
+from mypt_lightning.gates.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="eval_operator.py", description=__doc__, default_phase="2"))

@@ -3,7 +3,7 @@
 
     python tools/export_hf.py --checkpoint CKPT --output_dir DIR [--drop_lm_head_bias]
 
-CKPT is any format mypt_lightning.checkpoint.load_model reads: a Lightning .ckpt file,
+CKPT is any format mypt_lightning.weights.checkpoint.load_model reads: a Lightning .ckpt file,
 an exported folder (model.safetensors + config.json) or a legacy MyPT folder
 (model.pt + config.json). DIR then loads with
 ``transformers.LlamaForCausalLM.from_pretrained(DIR)`` (safetensors weights, q/k/v split,
@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.errors import UserError  # noqa: E402
+from mypt_lightning.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from data_modules.atomic_write import OutputWriteError
-    from mypt_lightning.hf_export import export_hf  # imports torch/transformers: after --help
+    from mypt_lightning.weights.hf_export import export_hf  # imports torch/transformers: after --help
 
     try:
         shift = export_hf(args.checkpoint, args.output_dir, drop_lm_head_bias=args.drop_lm_head_bias)

@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.errors import UserError  # noqa: E402
+from mypt_lightning.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mypt_lightning.generation import add_sampling_arguments
+    from mypt_lightning.inference.generation import add_sampling_arguments
 
     parser = argparse.ArgumentParser(prog="generate.py", description=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt is not None and (args.system is not None or args.context is not None):
         print("generate.py: --system/--context go with --user, not with --prompt", file=sys.stderr)
         return 2
-    from mypt_lightning.generation import IncrementalDecoder, encode_with_tags, generate, load_inference_model
-    from mypt_lightning.generation import sampling_from_args
-    from mypt_lightning.protocol import EpisodeError, build_prompt
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.inference.generation import IncrementalDecoder, encode_with_tags, generate, load_inference_model
+    from mypt_lightning.inference.generation import sampling_from_args
+    from mypt_lightning.tokens.protocol import EpisodeError, build_prompt
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     try:
         config = sampling_from_args(args, stop_at_assistant_close=args.stop_at_assistant_close)

@@ -29,11 +29,9 @@ existing output untouched. Exit status: 0 written, 2 bad input/flags/output, 130
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.data_prep import cli  # noqa: E402
+from mypt_lightning.data_prep import cli
 
 
 def build_parser():
@@ -57,7 +55,7 @@ def build_parser():
                    help="cut episodes longer than the limit to the limit instead of rejecting them "
                         "(rejected/truncated episodes are counted in the summary and the metadata)")
     p.add_argument("--weighted_mask", action="store_true",
-                   help="also write mask_weighted.bin with the DESIGN.md section 3 weights "
+                   help="also write mask_weighted.bin with the docs/design.md section 1 weights "
                         "(content 1.0, think/cite tags 1.5, </myPT_assistant>, <myPT_eot>, toolcall tags 2.0)")
     cli.add_on_error(p)
     p.add_argument("--split_by_field", action="append", default=[], metavar="FIELD",
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(result.summary)
         return 0
 
-    from mypt_lightning.process_lifetime import SIGTERM_EXIT_CODE, Terminated, stop_signals_raise
+    from data_modules.process_lifetime import SIGTERM_EXIT_CODE, Terminated, stop_signals_raise
 
     # SIGTERM (a scheduler, `timeout`, `kill`) becomes an exception like Ctrl-C, so the
     # cleanup in prepare_sft's `finally` blocks runs instead of the process vanishing.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Make tiktoken's r50k_base work offline (DESIGN.md section 9).
+"""Make tiktoken's r50k_base work offline (docs/design.md 9).
 
     python tools/setup_tokenizer.py                     # pip download the whisper sdist
     python tools/setup_tokenizer.py --from gpt2.tiktoken  # or a local file / sdist / wheel
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.tokenizer_assets import TokenizerSetupError, setup_tokenizer  # noqa: E402
+from mypt_lightning.tokens.tokenizer_assets import TokenizerSetupError, setup_tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

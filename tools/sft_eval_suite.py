@@ -6,11 +6,9 @@ An alias of ``tools/eval_gates.py --phase 3 --regression``; --phase picks anothe
     python tools/sft_eval_suite.py --model runs/phase3_chat_sft/export -v --report suite.json
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.gates.cli import main  # noqa: E402
+from mypt_lightning.gates.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="sft_eval_suite.py", description=__doc__, default_phase="3", default_regression=True))

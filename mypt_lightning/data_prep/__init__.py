@@ -1,4 +1,4 @@
-"""Data preparation: JSONL episodes (DESIGN.md 4) -> binary episode datasets (DESIGN.md 5).
+"""Data preparation: JSONL episodes (docs/design.md section 1) -> binary episode datasets (docs/design.md section 2).
 
 One home per step; the scripts in ``tools/`` are thin command lines over these modules::
 

@@ -5,7 +5,7 @@ serialize with ``protocol.serialize_episode`` (content as plain text, tags by id
 message containing "<myPT_eot>" can never become a special id), apply the length limit,
 and collect the keys the split needs. The result is a few flat numpy arrays, cheap to send
 back to the parent process: token ids as uint16 (the vocabulary has 50304 rows) and loss
-weights as uint8 codes of ``2 * weight`` (every DESIGN.md 3 weight is a multiple of 0.5),
+weights as uint8 codes of ``2 * weight`` (every docs/design.md section 1 weight is a multiple of 0.5),
 3 bytes per token instead of 8.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mypt_lightning.protocol import EpisodeError, serialize_episode
+from mypt_lightning.tokens.protocol import EpisodeError, serialize_episode
 
 from .jsonl import get_field, is_blank, parse_line
 from .split import field_keys, user_keys
@@ -26,7 +26,7 @@ _STATE: dict[str, Any] = {}
 def init_worker(options: dict[str, Any]) -> None:
     """Pool initializer: ``options`` = weighted, max_length, truncate, pack_by_field,
     split_by_fields, overlap_fields."""
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     _STATE.clear()
     _STATE.update(options)
@@ -39,7 +39,7 @@ def init_pool_worker(options: dict[str, Any], parent_pid: int) -> None:
     stop signals to it: a group SIGTERM or Ctrl-C reaches the parent, which cleans up and
     ends the pool; the parent's ``Pool.terminate()`` still ends it. This also replaces the
     Python handlers a fork inherits (a trainer's that only records SIGTERM, say)."""
-    from mypt_lightning.process_lifetime import die_with_parent, ignore_stop_signals
+    from data_modules.process_lifetime import die_with_parent, ignore_stop_signals
 
     die_with_parent(parent_pid)
     ignore_stop_signals(parent_pid)
@@ -110,7 +110,7 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
     u64 = np.uint64
     token_array = np.fromiter(tokens, dtype=np.uint16, count=len(tokens))  # ids < 50304 < 2**16
     weight_array = np.array(weights, dtype=np.float32)
-    codes = (weight_array * 2).astype(np.uint8)  # DESIGN.md 3 weights are multiples of 0.5
+    codes = (weight_array * 2).astype(np.uint8)  # docs/design.md section 1 weights are multiples of 0.5
     if not np.array_equal(codes * np.float32(0.5), weight_array):
         raise RuntimeError("a loss weight is not a multiple of 0.5; the scratch encoding cannot hold it")
     return {

@@ -1,9 +1,6 @@
-"""What every data-preparation command line shares: argument helpers and the error contract.
-
-``run(main_fn, name)`` calls ``main_fn()`` and turns a :class:`UserError` (bad input, bad
-flags, an existing output, a failed check) into one line on stderr and exit status 2, with
-no traceback. Anything else is a bug and keeps its traceback.
-"""
+"""What every data-preparation command line shares: argument helpers and the error contract
+(``run(main_fn, name)``: :func:`mypt_lightning.errors.run_cli`, a user error is one line on
+stderr and exit status 2, a bug keeps its traceback)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ import shlex
 import sys
 from typing import Callable
 
-from mypt_lightning.errors import UserError
+from mypt_lightning.errors import run_cli
 
 from .jsonl import ON_ERROR_CHOICES
 
@@ -37,14 +34,5 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def run(main_fn: Callable[[], int | None], name: str) -> int:
-    from data_modules.atomic_write import OutputWriteError
-
-    try:
-        code = main_fn()
-    except (UserError, OutputWriteError) as exc:  # OutputWriteError: full disk, read-only output, ...
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; no output was written", file=sys.stderr)
-        return 130
-    return int(code or 0)
+    """:func:`mypt_lightning.errors.run_cli`: the one error contract of every command line."""
+    return run_cli(main_fn, name)

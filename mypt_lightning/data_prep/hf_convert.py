@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 from mypt_lightning.errors import UserError
 from mypt_lightning.jsonio import loads_strict
-from mypt_lightning.protocol import EpisodeError, validate_episode
+from mypt_lightning.tokens.protocol import EpisodeError, validate_episode
 
 from . import hf_layouts as L
 from .jsonl import AtomicTextWriter, dumps

@@ -1,7 +1,7 @@
 """One function per Hugging Face dataset layout: a row (or, for OASST, a table) -> turns.
 
 A *turn list* is the neutral middle step every layout produces and ``hf_convert`` turns
-into an episode (DESIGN.md 4)::
+into an episode (docs/design.md section 1)::
 
     ("system", text) ("user", text) ("assistant", text)
     ("call", {"name": str, "arguments": dict, "preamble": str}) ("result", text)
@@ -28,7 +28,7 @@ import json
 import re
 from typing import Any, Iterable, Iterator
 
-from mypt_lightning.episode_schema import EpisodeError
+from mypt_lightning.tokens.episode_schema import EpisodeError
 from mypt_lightning.jsonio import loads_strict
 
 Turn = tuple[str, Any]

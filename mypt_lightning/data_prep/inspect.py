@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE, VOCAB_SIZE
+from mypt_lightning.tokens.special_tokens import TOKENIZER_VOCAB_SIZE, VOCAB_SIZE
 
 from .validate import sample_episodes
 
@@ -55,7 +55,7 @@ def highlight(tokens: np.ndarray, weights: np.ndarray, tokenizer, color: bool) -
             parts.append(highlight(tokens[start:], weights[start:], tokenizer, color))
         return "".join(parts)
 
-    from mypt_lightning.protocol import render
+    from mypt_lightning.tokens.protocol import render
 
     if not color:
         return render(tokens, weights, tokenizer=tokenizer)
@@ -88,7 +88,7 @@ def inspect_report(dataset_dir: str | Path, *, show_samples: int = 5, splits: li
     An unreadable dataset raises DatasetFormatError naming the file."""
     from data_modules.episode_format import list_splits, load_metadata
     from data_modules.episode_reader import EpisodeDataset
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     root = Path(dataset_dir)
     tok = get_tokenizer()

@@ -2,9 +2,9 @@
 
 Reading: :func:`iter_lines` yields ``(line_number, bytes)`` one line at a time (memory stays
 flat), :func:`iter_records` parses each line with the project's one strict JSON parser
-(:func:`mypt_lightning.jsonio.loads_strict`) and validates it against DESIGN.md section 4.
+(:func:`mypt_lightning.jsonio.loads_strict`) and validates it against docs/design.md section 1.
 Every JSONL reader of the project goes through :func:`iter_records` or :func:`parse_line`.
-A bad record raises an :class:`~mypt_lightning.protocol.EpisodeError` whose message is
+A bad record raises an :class:`~mypt_lightning.tokens.protocol.EpisodeError` whose message is
 ``FILE:LINE: FIELD: WHAT``; an :class:`ErrorLog` decides what happens next:
 
     ErrorLog("stop")   re-raise at the first bad record (the default of every tool)
@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 
 from mypt_lightning.errors import UserError
 from mypt_lightning.jsonio import loads_strict
-from mypt_lightning.protocol import EpisodeError, parse_episode_line
+from mypt_lightning.tokens.protocol import EpisodeError, parse_episode_line
 
 ON_ERROR_CHOICES = ("stop", "skip")
 _INDEX = re.compile(r"\[\d+\]")
@@ -108,7 +108,7 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
 def parse_line(line: bytes | str, where: str, *, validate: bool = True) -> dict:
     """One JSONL line -> record; EpisodeError (naming ``where``) on bad or hostile JSON
     (``jsonio.loads_strict``: depth, huge numbers, duplicate keys, NaN, invalid UTF-8) or,
-    with ``validate``, on a record that breaks DESIGN.md section 4."""
+    with ``validate``, on a record that breaks docs/design.md section 1."""
     if validate:
         return parse_episode_line(line, where=where)
     record = loads_strict(line, where)

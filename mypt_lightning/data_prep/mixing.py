@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mypt_lightning.errors import UserError
-from mypt_lightning.protocol import EpisodeError
+from mypt_lightning.tokens.protocol import EpisodeError
 
 from .jsonl import AtomicTextWriter, ErrorLog, check_input_files, dumps, parse_line, set_field, get_field
 

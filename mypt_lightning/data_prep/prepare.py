@@ -1,4 +1,4 @@
-"""prepare_sft: JSONL episodes -> a binary episode dataset (DESIGN.md 5), chat and tool alike.
+"""prepare_sft: JSONL episodes -> a binary episode dataset (docs/design.md section 2), chat and tool alike.
 
 Pipeline (two passes over the input; memory grows with the episode count, never the tokens)::
 
@@ -43,7 +43,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from mypt_lightning.errors import UserError
-from mypt_lightning.protocol import EpisodeError
+from mypt_lightning.tokens.protocol import EpisodeError
 
 from . import _prepare_worker as worker
 from .jsonl import ErrorLog, check_input_files, iter_records
@@ -282,7 +282,7 @@ def _check_config(cfg: PrepareConfig) -> int | None:
 
 def prepare_sft(cfg: PrepareConfig) -> PrepareResult:
     """Run the whole pipeline; raises UserError (nothing written) on bad input or flags."""
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     start = time.time()
     limit = _check_config(cfg)

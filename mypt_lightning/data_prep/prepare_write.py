@@ -94,7 +94,7 @@ def _extra_metadata(cfg, store, split, overlap_report, errors, limit, split_stat
     names = list(split_stats)
     return {
         "created_by": "mypt_lightning.data_prep.prepare",
-        "weight_scheme": "weighted (DESIGN.md 3)" if cfg.weighted else "binary (1 where DESIGN.md 3 weight > 0)",
+        "weight_scheme": "weighted (docs/design.md section 1)" if cfg.weighted else "binary (1 where docs/design.md section 1 weight > 0)",
         "counts": {"records": store.records, "episodes": store.num, "replay_episodes": store.replay,
                    "bad_records_skipped": errors.count, "too_long_rejected": store.too_long_count,
                    "truncated": store.truncated, **{f"{n}_episodes": split_stats[n]["episodes"] for n in names}},

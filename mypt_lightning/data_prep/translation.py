@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from mypt_lightning.errors import UserError
-from mypt_lightning.protocol import EpisodeError, validate_episode
+from mypt_lightning.tokens.protocol import EpisodeError, validate_episode
 
 from .jsonl import AtomicTextWriter, ErrorLog, dumps, iter_lines, iter_records, parse_line
 from .textnorm import stable_hash

@@ -1,4 +1,4 @@
-"""Named checks of a binary episode dataset (DESIGN.md 3 and 5); a failed check names
+"""Named checks of a binary episode dataset (docs/design.md section 1 and 5); a failed check names
 the split, the sample and the position.
 
     integrity       train/ exists and the reader's own checks pass for every split (metadata,
@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_CLOSE as A_, ASSISTANT_CONTEXT_CLOSE as AC_, ASSISTANT_CONTEXT_OPEN as AC, ASSISTANT_OPEN as A,
     CITE_CLOSE as CI_, CITE_OPEN as CI, CONTENT_WEIGHT, ENDOFTEXT_ID, EOT, ID_TO_SPECIAL, PAD_ID,
     SPECIAL_TOKEN_WEIGHTS, SYSTEM_CLOSE as S_, SYSTEM_OPEN as S, THINK_CLOSE as TH_, THINK_OPEN as TH,
@@ -173,7 +173,7 @@ def check_tokenizer_state(dataset_dir: str | Path) -> None:
     """Raise DatasetFormatError naming ``tokenizer_state.json`` when it is missing, unreadable
     or describes another tokenizer than ours (the legacy MyPT layout is accepted)."""
     from data_modules.episode_format import TOKENIZER_STATE_FILE, DatasetFormatError, load_tokenizer_state
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     path = Path(dataset_dir) / TOKENIZER_STATE_FILE
     remake = "re-prepare the dataset with tools/prepare_sft.py, which records the tokenizer it used"

@@ -19,9 +19,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from mypt_lightning.special_tokens import ASSISTANT_CLOSE, EOT
-from mypt_lightning.workspace import result_strings
-from mypt_lightning.workspace_analysis import content_words
+from mypt_lightning.tokens.special_tokens import ASSISTANT_CLOSE, EOT
+from mypt_lightning.workspace.store import result_strings
+from mypt_lightning.workspace.analysis import content_words
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
@@ -153,7 +153,7 @@ class Gate:
             progress: Callable[[CaseResult], None] | None = None) -> GateResult:
         start = time.perf_counter()
         if self.needs_workspace and workspace is None:
-            from mypt_lightning.workspace import Workspace
+            from mypt_lightning.workspace.store import Workspace
 
             workspace = Workspace()
         ctx = GateContext(policy, workspace, _tokenizer(tokenizer))
@@ -193,7 +193,7 @@ class GateContext:
 def _tokenizer(tokenizer):
     if tokenizer is not None:
         return tokenizer
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     return get_tokenizer()
 
@@ -258,8 +258,8 @@ def explain(checks: dict[str, bool], reasons: dict[str, str]) -> str:
 def run_agent_case(case, ctx, judge, *, max_steps: int, max_new_tokens: int):
     """Run ``case``'s first user message through the real agent loop and ``judge`` the turn
     (phases 5 and 6). The judge gets the rendered prompt and everything the agent added."""
-    from mypt_lightning.agent import AgentSession
-    from mypt_lightning.protocol import build_prompt
+    from mypt_lightning.inference.agent import AgentSession
+    from mypt_lightning.tokens.protocol import build_prompt
 
     session = AgentSession(ctx.policy, ctx.workspace, case.system, max_steps=max_steps,
                            max_new_tokens=max_new_tokens, tokenizer=ctx.tok)
@@ -272,7 +272,7 @@ def run_agent_case(case, ctx, judge, *, max_steps: int, max_new_tokens: int):
 
 def run_single_turn_case(case, ctx, judge, *, max_new_tokens: int):
     """Generate one answer to ``case``'s prompt and ``judge`` its tokens (phases 2 and 3)."""
-    from mypt_lightning.protocol import build_prompt
+    from mypt_lightning.tokens.protocol import build_prompt
 
     prompt = build_prompt({"system": case.system, "messages": case.messages}, tokenizer=ctx.tok)
     gen = ctx.policy(prompt, max_new_tokens=max_new_tokens)

@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from data_modules.atomic_write import OutputWriteError
-from mypt_lightning.errors import UserError
+from mypt_lightning.errors import user_errors
+from mypt_lightning.inference.generation import load_policy
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -43,13 +44,6 @@ def build_parser(prog: str, description: str, default_phase: str | None = None,
     return parser
 
 
-def load_policy(model_path: str, device: str = "auto", dtype: str = "float32"):
-    """A greedy ModelPolicy on the requested device."""
-    from mypt_lightning.generation import ModelPolicy, SamplingConfig, load_inference_model
-
-    return ModelPolicy(load_inference_model(model_path, device, dtype), SamplingConfig(temperature=0.0))
-
-
 def _print_case(where: str, result) -> None:
     first = result.output.replace("\n", " ")
     first = first if len(first) <= 100 else first[:97] + "..."
@@ -73,14 +67,14 @@ def main(argv: list[str] | None = None, *, prog: str = "eval_gates.py", descript
     try:
         workspace = None
         if args.workspace:
-            from mypt_lightning.agent import open_workspace
+            from mypt_lightning.inference.agent import open_workspace
 
             workspace = open_workspace(args.workspace)
         policy = load_policy(args.model, args.device, args.dtype)
         report = evaluate(policy, phase, regression=args.regression, workspace=workspace, ood_dir=args.ood_dir,
                           max_cases=args.max_cases, model_name=str(args.model),
                           progress=_print_case if args.verbose else None)
-    except UserError as exc:
+    except user_errors() as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(report.summary())

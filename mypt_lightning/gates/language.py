@@ -15,7 +15,7 @@ that make up one-word answers ("Ja.", "Nein", "Hallo!", "Danke" / "Yes", "Hello"
 
 from __future__ import annotations
 
-from mypt_lightning.workspace_analysis import STOPWORDS_DE, STOPWORDS_EN, words
+from mypt_lightning.workspace.analysis import STOPWORDS_DE, STOPWORDS_EN, words
 
 _SHORT_EN = frozenset("yes no hello hi thanks thank goodbye bye okay sure please morning good luck welcome".split())
 _SHORT_DE = frozenset("ja nein hallo danke tschuess bitte guten morgen glueck gerne genau stimmt viel wiedersehen servus moin".split())

@@ -1,6 +1,6 @@
 """Out-of-distribution sets: ``data/eval_ood/phase{3,4,5,6}_*.jsonl``, scored against their references.
 
-The files are episodes in the usual JSONL schema (DESIGN.md section 4) whose user
+The files are episodes in the usual JSONL schema (docs/design.md section 1) whose user
 phrasings no generator template produces. The model replays every user turn of an
 episode (its own answers become the history, as in the phase 4 gate); each turn is
 compared with the episode's reference assistant messages for that turn::
@@ -27,9 +27,9 @@ from pathlib import Path
 from mypt_lightning.data_prep.jsonl import iter_lines, parse_line
 from mypt_lightning.gates.base import Case, CaseResult, explain, rate, subsample
 from mypt_lightning.gates.language import same_language
-from mypt_lightning.protocol import EpisodeError, build_prompt
-from mypt_lightning.special_tokens import TOOLCALL_OPEN
-from mypt_lightning.system_prompts import prompts_for_phase
+from mypt_lightning.tokens.protocol import EpisodeError, build_prompt
+from mypt_lightning.tokens.special_tokens import TOOLCALL_OPEN
+from mypt_lightning.tokens.system_prompts import prompts_for_phase
 
 OOD_PHASES = (3, 4, 5, 6)
 DEFAULT_OOD_DIR = Path("data") / "eval_ood"
@@ -99,7 +99,7 @@ def _turns(messages: list[dict]) -> list[tuple[dict, list[dict]]]:
 
 
 def evaluate_file(path: Path, phase: int, policy, workspace, tok, max_cases: int | None = None) -> OODResult:
-    from mypt_lightning.agent import AgentSession
+    from mypt_lightning.inference.agent import AgentSession
 
     records, skipped = read_episodes(path)
     results = []

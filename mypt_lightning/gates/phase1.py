@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from mypt_lightning.gates.base import Case, CaseResult, Criterion, Gate, GateContext, closes_cleanly, explain
 from mypt_lightning.gates.language import language_of, same_language
-from mypt_lightning.protocol import build_prompt, parse_assistant_output
-from mypt_lightning.system_prompts import MINIMAL_SYSTEM_PROMPT
+from mypt_lightning.tokens.protocol import build_prompt, parse_assistant_output
+from mypt_lightning.tokens.system_prompts import MINIMAL_SYSTEM_PROMPT
 
 CLOSE_WITHIN = 20
 RUNAWAY_BUDGET = 64

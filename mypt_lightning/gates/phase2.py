@@ -20,7 +20,7 @@ from mypt_lightning.gates.base import (
     rate,
     run_single_turn_case,
 )
-from mypt_lightning.protocol import parse_assistant_output
+from mypt_lightning.tokens.protocol import parse_assistant_output
 
 NUM_CASES = 60
 SEED = 20250  # fixed: the gate's case list never changes between runs

@@ -33,9 +33,9 @@ from mypt_lightning.gates.base import (
     run_single_turn_case,
 )
 from mypt_lightning.gates.language import same_language
-from mypt_lightning.protocol import parse_assistant_output
-from mypt_lightning.special_tokens import SYSTEM_OPEN, USER_OPEN
-from mypt_lightning.system_prompts import CHAT_SYSTEM_PROMPT
+from mypt_lightning.tokens.protocol import parse_assistant_output
+from mypt_lightning.tokens.special_tokens import SYSTEM_OPEN, USER_OPEN
+from mypt_lightning.tokens.system_prompts import CHAT_SYSTEM_PROMPT
 
 MAX_NEW_TOKENS = 256
 SEED = 3303
@@ -118,7 +118,7 @@ class Phase3Gate(Gate):
                 out.append(Case(f"p3-anti_echo-{lang}-{i}", "anti_echo", lang, [{"role": "user", "content": q}],
                                 CHAT_SYSTEM_PROMPT, {"not_contains": payload, "check_language": check_lang}))
         if workspace is None:
-            from mypt_lightning.workspace import Workspace
+            from mypt_lightning.workspace.store import Workspace
 
             workspace = Workspace()
         return out + cite_cases(workspace)

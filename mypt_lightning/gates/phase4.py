@@ -30,7 +30,7 @@ from mypt_lightning.gates.base import (
     rate,
 )
 from mypt_lightning.gates.language import same_language
-from mypt_lightning.system_prompts import CHAT_SYSTEM_PROMPT
+from mypt_lightning.tokens.system_prompts import CHAT_SYSTEM_PROMPT
 
 TURNS = 3
 NUM_CONVERSATIONS = 8
@@ -52,7 +52,7 @@ class Phase4Gate(Gate):
         from mypt_lightning.generators.qa_bank import facts_by_doc, format_context, load_facts
 
         if workspace is None:
-            from mypt_lightning.workspace import Workspace
+            from mypt_lightning.workspace.store import Workspace
 
             workspace = Workspace()
         rng = random.Random(SEED)
@@ -74,7 +74,7 @@ class Phase4Gate(Gate):
         return interleave(per_lang.get("en", []), per_lang.get("de", []))
 
     def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
-        from mypt_lightning.agent import AgentSession
+        from mypt_lightning.inference.agent import AgentSession
 
         session = AgentSession(ctx.policy, None, case.system, max_steps=1, max_new_tokens=MAX_NEW_TOKENS,
                                tokenizer=ctx.tok)

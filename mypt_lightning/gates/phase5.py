@@ -35,8 +35,8 @@ from mypt_lightning.gates.base import (
     rate,
     run_agent_case,
 )
-from mypt_lightning.special_tokens import TOOLCALL_OPEN
-from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT
+from mypt_lightning.tokens.special_tokens import TOOLCALL_OPEN
+from mypt_lightning.tokens.system_prompts import AGENTIC_STANDARD_PROMPT
 
 SEED = 5505
 MAX_STEPS = 3
@@ -100,7 +100,7 @@ class Phase5Gate(Gate):
 
     def cases(self, workspace=None) -> list[Case]:
         if workspace is None:
-            from mypt_lightning.workspace import Workspace
+            from mypt_lightning.workspace.store import Workspace
 
             workspace = Workspace()
         return tool_cases(workspace)

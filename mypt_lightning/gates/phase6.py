@@ -36,7 +36,7 @@ from mypt_lightning.gates.base import (
     run_agent_case,
     successful_results,
 )
-from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT
+from mypt_lightning.tokens.system_prompts import AGENTIC_STANDARD_PROMPT
 
 SEED = 6606
 MAX_STEPS = 5
@@ -64,7 +64,7 @@ class Phase6Gate(Gate):
         from mypt_lightning.generators.qa_bank import facts_by_language, load_facts
 
         if workspace is None:
-            from mypt_lightning.workspace import Workspace
+            from mypt_lightning.workspace.store import Workspace
 
             workspace = Workspace()
         rng = random.Random(SEED)

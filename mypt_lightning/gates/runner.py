@@ -85,11 +85,11 @@ def evaluate(policy, phase, *, regression: bool = False, workspace=None, ood_dir
     number = parse_phase(phase)
     phases = list(range(1, number + 1)) if regression else [number]
     if workspace is None and any(GATES[p].needs_workspace for p in phases):
-        from mypt_lightning.workspace import Workspace
+        from mypt_lightning.workspace.store import Workspace
 
         workspace = Workspace()
     if tokenizer is None:
-        from mypt_lightning.tokenizer import get_tokenizer
+        from mypt_lightning.tokens.tokenizer import get_tokenizer
 
         tokenizer = get_tokenizer()
     results = []

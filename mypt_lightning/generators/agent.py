@@ -43,8 +43,8 @@ from mypt_lightning.generators.tooluse import (
     no_tool_episode,
     question_query,
 )
-from mypt_lightning.system_prompts import AGENTIC_SYSTEM_PROMPTS
-from mypt_lightning.workspace import Workspace
+from mypt_lightning.tokens.system_prompts import AGENTIC_SYSTEM_PROMPTS
+from mypt_lightning.workspace.store import Workspace
 
 NAME = "agent"
 TOOL_CATEGORIES = {"SEARCH": 0.55, "GET_DOC": 0.15, "LIST": 0.1, "SUMMARIZE": 0.2}

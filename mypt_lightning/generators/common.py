@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from mypt_lightning.protocol import validate_episode
+from mypt_lightning.tokens.protocol import validate_episode
 
 LANGUAGE_MODES = ("en", "de", "mixed")
 DEFAULT_DE_SHARE = 0.4  # German share in --language mixed (the guide asks for at least 30%)
@@ -80,7 +80,7 @@ def single_turn(prompt: str, answer: str) -> list[dict]:
 
 
 def episode(system: str | None, messages: list[dict], language: str, **meta) -> dict:
-    """A record in the DESIGN.md section 4 schema; ``meta`` goes to ``_meta`` (keys sorted)."""
+    """A record in the docs/design.md section 1 schema; ``meta`` goes to ``_meta`` (keys sorted)."""
     record: dict = {}
     if system:
         record["system"] = system
@@ -255,12 +255,11 @@ def finish(generated: Generated, output: str | Path, *, extra_outputs: dict[str,
 
 def run_cli(main_fn: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a generator's main; user errors become a one-line message and exit status 2."""
-    from data_modules.atomic_write import OutputWriteError
-    from mypt_lightning.errors import UserError
+    from mypt_lightning.errors import user_errors
 
     try:
         return main_fn(argv)
-    except (UserError, OutputWriteError, ValueError, FileNotFoundError) as exc:
+    except (*user_errors(), ValueError, FileNotFoundError) as exc:  # generators raise ValueError on bad options
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

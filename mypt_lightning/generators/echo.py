@@ -27,7 +27,7 @@ from mypt_lightning.generators.common import (
     share_plan,
     single_turn,
 )
-from mypt_lightning.system_prompts import MINIMAL_SYSTEM_PROMPT
+from mypt_lightning.tokens.system_prompts import MINIMAL_SYSTEM_PROMPT
 
 NAME = "echo"
 

@@ -25,7 +25,7 @@ from mypt_lightning.generators.common import (
     pick_template,
     single_turn,
 )
-from mypt_lightning.system_prompts import MINIMAL_SYSTEM_PROMPT
+from mypt_lightning.tokens.system_prompts import MINIMAL_SYSTEM_PROMPT
 
 NAME = "format_lock"
 MODES = ("full", "simple")
@@ -214,7 +214,7 @@ def generate(num_examples: int, seed: int, language: str = "mixed", *, mode: str
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if math not in ("include", "exclude"):
         raise ValueError(f"math must be 'include' or 'exclude', got {math!r}")
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     tok = get_tokenizer()
     categories = [c for c in _QUESTIONS if math == "include" or c != "math"]

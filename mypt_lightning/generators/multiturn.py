@@ -31,8 +31,8 @@ from mypt_lightning.generators.common import (
 )
 from mypt_lightning.generators.qa_bank import Fact, facts_by_doc, facts_by_language, format_context, load_facts, passage
 from mypt_lightning.generators.rag_chat import cited_answer
-from mypt_lightning.system_prompts import CHAT_SYSTEM_PROMPTS
-from mypt_lightning.workspace import Workspace
+from mypt_lightning.tokens.system_prompts import CHAT_SYSTEM_PROMPTS
+from mypt_lightning.workspace.store import Workspace
 
 NAME = "multiturn"
 CATEGORIES = ("followup", "clarification", "topic_switch", "carryover")

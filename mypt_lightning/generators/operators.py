@@ -36,7 +36,7 @@ from mypt_lightning.generators.common import (
     single_turn,
 )
 from mypt_lightning.generators.echo import PHRASES
-from mypt_lightning.system_prompts import MINIMAL_SYSTEM_PROMPT
+from mypt_lightning.tokens.system_prompts import MINIMAL_SYSTEM_PROMPT
 
 NAME = "operators"
 OPERATORS = ("COPY", "WRAP", "EXTRACT")

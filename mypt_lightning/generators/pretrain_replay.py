@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mypt_lightning.data_prep.jsonl import iter_lines, parse_line
-from mypt_lightning.episode_schema import EpisodeError
+from mypt_lightning.tokens.episode_schema import EpisodeError
 from mypt_lightning.generators.common import (
     DEFAULT_DE_SHARE,
     Generated,
@@ -38,8 +38,8 @@ from mypt_lightning.generators.common import (
     make_rng,
     replay,
 )
-from mypt_lightning.special_tokens import ENDOFTEXT_ID
-from mypt_lightning.workspace_analysis import detect_language
+from mypt_lightning.tokens.special_tokens import ENDOFTEXT_ID
+from mypt_lightning.workspace.analysis import detect_language
 
 NAME = "pretrain_replay"
 TOKEN_SUFFIXES = (".bin",)
@@ -149,7 +149,7 @@ def generate(num_examples: int, seed: int, language: str = "any", *, inputs: lis
     if not 1 <= min_tokens <= max_tokens:
         raise ValueError(f"need 1 <= min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
     if tokenizer is None:
-        from mypt_lightning.tokenizer import get_tokenizer
+        from mypt_lightning.tokens.tokenizer import get_tokenizer
 
         tokenizer = get_tokenizer()
     sources = discover_sources(inputs, token_dtype)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mypt_lightning.data_prep.jsonl import iter_lines, parse_line
-from mypt_lightning.workspace import Document, Workspace
-from mypt_lightning.workspace_analysis import split_sentences
+from mypt_lightning.workspace.store import Document, Workspace
+from mypt_lightning.workspace.analysis import split_sentences
 
 QUESTION_BANK = "questions.jsonl"
 

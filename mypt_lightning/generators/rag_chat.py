@@ -29,8 +29,8 @@ from mypt_lightning.generators.common import (
     share_plan,
 )
 from mypt_lightning.generators.qa_bank import Fact, facts_by_language, format_context, load_facts, passage
-from mypt_lightning.system_prompts import CHAT_SYSTEM_PROMPTS
-from mypt_lightning.workspace import Workspace
+from mypt_lightning.tokens.system_prompts import CHAT_SYSTEM_PROMPTS
+from mypt_lightning.workspace.store import Workspace
 
 NAME = "rag_chat"
 

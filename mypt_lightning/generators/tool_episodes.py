@@ -44,9 +44,9 @@ from mypt_lightning.generators.tooluse import (
     no_tool_episode,
     question_query,
 )
-from mypt_lightning.system_prompts import AGENTIC_SYSTEM_PROMPTS
-from mypt_lightning.workspace import Workspace
-from mypt_lightning.workspace_analysis import fold
+from mypt_lightning.tokens.system_prompts import AGENTIC_SYSTEM_PROMPTS
+from mypt_lightning.workspace.store import Workspace
+from mypt_lightning.workspace.analysis import fold
 
 NAME = "tool_episodes"
 PATTERNS = ("SEARCH_ANSWER", "SEARCH_GETDOC_ANSWER", "LIST_SELECT_SUMMARIZE", "ERROR_RECOVERY", "NO_TOOL")

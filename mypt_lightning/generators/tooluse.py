@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 from mypt_lightning.generators.common import GenerationStats, pick_template
 from mypt_lightning.generators.general_qa import general_question
 from mypt_lightning.generators.qa_bank import Fact
-from mypt_lightning.workspace import Document, Workspace, result_strings
+from mypt_lightning.workspace.store import Document, Workspace, result_strings
 
 DOMAIN_NAMES = {
     "en": {"policy": "policy", "setup": "setup guide", "product": "product", "history": "history", "science": "science"},

@@ -17,7 +17,7 @@ The recipe is ``conf/data_recipe/<phase>.yaml``, composed inside the training co
     prepare   validate, split, tokenize, pack -> phase.dataset_dir     (tools/prepare_sft.py)
     validate  the named checks of the written dataset         (tools/validate_sft_dataset.py)
 
-Cross-phase and pre-training replay are not mixed into the JSONL: DESIGN.md 7-8 mixes the
+Cross-phase and pre-training replay are not mixed into the JSONL: docs/design.md sections 4-5 mixes the
 prepared datasets at training time (``conf/data_mix/<phase>.yaml``), so a replay share can
 be swept without re-tokenizing. ``with_replay`` adds the steps that build the shared
 pre-training replay dataset, ``with_deps`` the pipelines of the earlier phases whose

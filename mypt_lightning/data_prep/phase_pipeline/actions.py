@@ -50,7 +50,7 @@ def _record_text(line: bytes, where: str) -> str:
 
 def measure_tokens(path: Path, sample: int = 2000) -> tuple[int, int]:
     """(records, tokens) of a JSONL file: exact up to ``sample`` records, else extrapolated by characters."""
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     n = sum(1 for _ in iter_lines(path))
     step, chars, texts = max(1, n // sample), 0, []

@@ -39,7 +39,7 @@ def pretrain_inputs(paths: list[str] | None, plan: Plan) -> tuple[list[str], lis
     """(inputs, fallback files): the user's pre-training sources, else the workspace documents (loudly)."""
     if paths:
         return [str(p) for p in paths], []
-    from mypt_lightning.workspace import default_docs_dir
+    from mypt_lightning.workspace.store import default_docs_dir
 
     files = sorted(str(p) for p in default_docs_dir().glob("*.md"))
     message = (f"NO PRE-TRAINING TEXT GIVEN (--pretrain_sources): using the {len(files)} bundled workspace documents "

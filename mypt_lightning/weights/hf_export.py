@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from mypt_lightning.checkpoint import CheckpointError, atomic_output_dir, load_model
+from mypt_lightning.weights.checkpoint import CheckpointError, atomic_output_dir, load_model
 from mypt_lightning.model import MyPT
-from mypt_lightning.special_tokens import EOT, PAD_ID
+from mypt_lightning.tokens.special_tokens import EOT, PAD_ID
 
 HF_WEIGHTS_FILE = "model.safetensors"
 
@@ -98,7 +98,7 @@ def logit_shift(model: MyPT, batch_size: int = 2, seq_len: int = 64, seed: int =
 
 
 def _is_hf_export(path: Path) -> bool:
-    from mypt_lightning.checkpoint import CheckpointError, _read_json
+    from mypt_lightning.weights.checkpoint import CheckpointError, _read_json
 
     try:
         return _read_json(path / "config.json").get("model_type") == "llama"

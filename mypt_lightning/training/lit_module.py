@@ -1,6 +1,6 @@
 """The LightningModule: the MyPT transformer, weighted-mask loss, AdamW + warmup/cosine.
 
-Loss (DESIGN.md section 7) is ``sum(w * nll) / sum(w)`` where both sums run over the
+Loss (docs/design.md section 4) is ``sum(w * nll) / sum(w)`` where both sums run over the
 whole optimizer step: every gradient-accumulation micro-batch and every rank. A
 per-micro-batch mean would weigh a micro-batch with 10 supervised tokens as much as
 one with 10,000. To get the exact step-level ratio we use manual optimization:
@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
 
@@ -33,9 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mypt_lightning.fault_tolerance import Preemption
 from mypt_lightning.model import MyPT, MyPTConfig
-from mypt_lightning.optim import OptimConfig, build_optimizer
+from mypt_lightning.training.distributed import backward_sync, clip_grad_norm
+from mypt_lightning.training.loggers import wandb_loggers
+from mypt_lightning.training.optim import OptimConfig, build_optimizer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -112,8 +112,9 @@ class MyPTLitModule(L.LightningModule):
         self.skipped_steps = 0
         self._val_sums: dict[int, dict[str, torch.Tensor]] = {}
         self.last_step_metrics: dict[str, float] = {}  # the latest optimizer step's train/* metrics
-        self.preemption = Preemption()  # SIGTERM / scheduler signal state (fault_tolerance)
-        self.preemption_checkpoint: str | None = None  # last.ckpt written on SIGTERM
+        # Set at each step's end from the step's one all-reduce: some rank was asked to stop
+        # (the Preemption callback's flag travels with the loss sums; fault_tolerance.py).
+        self.stop_requested_anywhere = False
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -122,7 +123,7 @@ class MyPTLitModule(L.LightningModule):
             return
         self.model = MyPT(self.model_config)
         if self.hparams.init_from:
-            from mypt_lightning.checkpoint import check_architecture, load_weights
+            from mypt_lightning.weights.checkpoint import check_architecture, load_weights
 
             state_dict, found = load_weights(self.hparams.init_from)
             check_architecture(found, self.model_config, source=str(self.hparams.init_from))
@@ -170,12 +171,8 @@ class MyPTLitModule(L.LightningModule):
         last_micro = self._micro_step == self.accumulate - 1
         scale = self._loss_scale()
 
-        # Skip the DDP all-reduce on all but the last micro-batch of the step. Not under
-        # FSDP: no_sync() there keeps every gradient unsharded until the step ends, which
-        # defeats the memory saving; FSDP reduce-scatters every micro-batch instead.
-        block_sync = None if self._is_fsdp() else getattr(self.trainer.strategy, "block_backward_sync", None)
-        sync_ctx = block_sync() if (block_sync is not None and not last_micro) else nullcontext()
-        with sync_ctx:
+        # Gradients are all-reduced on the last micro-batch of a step only (DDP; FSDP differs).
+        with backward_sync(self.trainer.strategy, self.model, last_micro):
             stats = self._batch_stats(batch)
             self.manual_backward(stats["nll_sum"] / scale)
 
@@ -187,7 +184,7 @@ class MyPTLitModule(L.LightningModule):
         if not last_micro:
             return
 
-        sums = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in self._step_sums.items()}
+        sums = self._reduce_step_sums()
         weight_sum = float(sums["weight_sum"])
         loss = float(sums["nll_sum"]) / weight_sum if weight_sum > 0 else float("nan")
         if weight_sum > 0:
@@ -208,9 +205,7 @@ class MyPTLitModule(L.LightningModule):
         scheduler.step()
 
         now = time.perf_counter()
-        tokens = self.trainer.strategy.reduce(
-            torch.tensor(float(self._step_tokens), device=self.device), reduce_op="sum"
-        )
+        tokens = sums["tokens"]
         metrics = {
             "train/loss": loss,
             "train/ppl": math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan"),
@@ -231,22 +226,30 @@ class MyPTLitModule(L.LightningModule):
         self._step_sums = {}
         self._step_tokens = 0
 
-    def _is_fsdp(self) -> bool:
-        from mypt_lightning.distributed import fsdp_root
+    STEP_SUMS = ("nll_sum", "weight_sum", "supervised", "correct")
 
-        return fsdp_root(self.model) is not None
+    def _reduce_step_sums(self) -> dict[str, float]:
+        """The step's sums over all ranks, in ONE all-reduce: the loss sums, the tokens seen and
+        whether any rank's :class:`~mypt_lightning.training.fault_tolerance.Preemption` was
+        signalled (so every rank agrees on the step at which it stops)."""
+        from mypt_lightning.training.fault_tolerance import stop_requested_here
+
+        local = torch.stack([self._step_sums[k] for k in self.STEP_SUMS]
+                            + [torch.tensor(float(self._step_tokens), device=self.device),
+                               torch.tensor(float(stop_requested_here(self.trainer)), device=self.device)])
+        total = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
+        sums = dict(zip((*self.STEP_SUMS, "tokens", "stop"), total))
+        self.stop_requested_anywhere = sums.pop("stop") > 0
+        return sums
+
+    @property
+    def at_step_boundary(self) -> bool:
+        """No micro-batch of the next optimizer step has run yet (a checkpoint here resumes exactly)."""
+        return self._micro_step == 0
 
     def _clip_gradients(self, optimizer) -> float:
         """Clip to ``grad_clip`` (0 disables clipping) and return the pre-clip total norm."""
-        from mypt_lightning.distributed import fsdp_root
-
-        max_norm = self.optim_config.grad_clip or float("inf")
-        root = fsdp_root(self.model)
-        if root is not None:  # FSDP shards gradients: only the root knows the global norm
-            norm = root.clip_grad_norm_(max_norm)
-        else:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        return float(norm)
+        return clip_grad_norm(self.model, self.optim_config.grad_clip or float("inf"))
 
     def _skip_step(self, optimizer, loss: float, grad_norm: float, batch: dict, batch_idx: int) -> None:
         self.skipped_steps += 1
@@ -268,13 +271,6 @@ class MyPTLitModule(L.LightningModule):
             )
         self.print(f"[mypt] skipped step: {message}")
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        from mypt_lightning.fault_tolerance import stop_at_step_end_on_sigterm
-
-        saved = stop_at_step_end_on_sigterm(self.trainer, self)
-        if saved:
-            self.preemption_checkpoint = saved
-
     # ------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         stats = self._batch_stats(batch)
@@ -290,10 +286,8 @@ class MyPTLitModule(L.LightningModule):
         for idx, name in enumerate(self.val_set_names):
             local = self._val_sums.get(idx)
             zero = torch.zeros((), device=self.device)
-            weight_sum = self.trainer.strategy.reduce(local["weight_sum"] if local else zero, reduce_op="sum")
-            nll_sum = self.trainer.strategy.reduce(local["nll_sum"] if local else zero, reduce_op="sum")
-            correct = self.trainer.strategy.reduce(local["correct"] if local else zero, reduce_op="sum")
-            supervised = self.trainer.strategy.reduce(local["supervised"] if local else zero, reduce_op="sum")
+            values = torch.stack([local[k] if local else zero for k in self.STEP_SUMS])
+            nll_sum, weight_sum, supervised, correct = self.trainer.strategy.reduce(values, reduce_op="sum").tolist()
             if float(weight_sum) == 0:
                 continue
             loss = float(nll_sum) / float(weight_sum)
@@ -321,10 +315,9 @@ class MyPTLitModule(L.LightningModule):
             # Every rank calls this hook; rank 0 writes the file, so it collects all streams.
             "rng_per_rank": _gather_from_ranks(_capture_rng_state()),
         }
-        for logger in self.loggers:
-            run_id = getattr(logger, "version", None)
-            if type(logger).__name__ == "WandbLogger" and run_id:
-                checkpoint["wandb_run_id"] = run_id
+        for logger in wandb_loggers(self.loggers):
+            if logger.version:
+                checkpoint["wandb_run_id"] = logger.version
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("mypt_train_state", {})
@@ -337,7 +330,6 @@ class MyPTLitModule(L.LightningModule):
             self._pending_rng = per_rank[0] if per_rank and self.global_rank == 0 else None
 
     def on_train_start(self) -> None:
-        self.preemption.install(self.trainer)
         # Restore RNG after Lightning has set up everything that might draw random numbers,
         # so dropout and NEFTune noise continue exactly where the interrupted run stopped.
         pending = getattr(self, "_pending_rng", None)

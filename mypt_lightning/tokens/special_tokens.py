@@ -68,7 +68,7 @@ CITE_OPEN, CITE_CLOSE = tag_id("cite"), tag_id("</myPT_cite>")
 EOT = tag_id("eot")
 
 # Loss weight of each special token when it appears inside an assistant turn
-# (weighted mode; binary mode uses 1.0 wherever this is > 0). DESIGN.md section 3.
+# (weighted mode; binary mode uses 1.0 wherever this is > 0). docs/design.md section 1.
 # Tags that the system injects (system, user, contexts, toolresult, and the
 # <myPT_assistant> opener that is part of the inference prompt) weigh 0.
 SPECIAL_TOKEN_WEIGHTS: dict[int, float] = {

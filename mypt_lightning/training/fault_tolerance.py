@@ -7,7 +7,7 @@
 * Ctrl-C (SIGINT) does the same and exits with 130; a second Ctrl-C stops at once, without
   saving (Lightning's KeyboardInterrupt shutdown; ``train()`` keeps the exit code 130).
 * Signals to the whole process group (schedulers, a terminal) also reach the DataLoader
-  workers, which ignore them (:mod:`mypt_lightning.process_lifetime`): the main process
+  workers, which ignore them (:mod:`data_modules.process_lifetime`): the main process
   owns them and ends them after saving.
 
   With several processes the signal reaches the ranks at different moments, or only one
@@ -16,15 +16,18 @@
   Lightning's own SIGTERM handler broadcasts from inside the signal handler, which pairs
   with whatever collective the other ranks happen to run next and deadlocks (seen here:
   2 DDP ranks, SIGTERM to rank 1, the job hung). :meth:`Preemption.install` replaces
-  it with one that only sets a flag, and :func:`stop_at_step_end_on_sigterm` sums the flag
-  over the ranks at every optimizer-step boundary: if any rank was signalled, all of them
-  save the same step and stop.
+  it with one that only sets a flag; the flag travels in the one all-reduce the
+  LightningModule makes at every optimizer step's end (with the loss sums), and if any rank
+  was signalled, all of them save the same step and stop.
+* All of it lives in one Lightning callback, :class:`Preemption` (``train()`` adds it to
+  every run): it installs the handlers, saves at the step end, and turns the way the run
+  stopped into a :class:`Preempted` error that ``run.py`` ends with the exit code.
 * Requeue signals: SLURM's time-limit warning as Lightning's auto-requeue expects it
   (``sbatch --signal=USR1@120``) and submitit's SIGUSR2 are taken over the same way; once
   ``last.ckpt`` is saved the job is requeued (``scontrol requeue``, or submitit's own
   handler) and the requeued job resumes with ``ckpt_path=auto``.
 * Checkpoint files are written atomically by Lightning (a temp file moved into place), and
-  FSDP's sharded checkpoint folders by :class:`~mypt_lightning.distributed.MyPTFSDPStrategy`,
+  FSDP's sharded checkpoint folders by :class:`~mypt_lightning.training.distributed.MyPTFSDPStrategy`,
   so a process killed mid-save leaves the previous ``last.ckpt`` intact; tests kill a real
   training process during a save to prove it.
 * :func:`check_output_dir` fails before training when the run directory is not writable
@@ -42,13 +45,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from mypt_lightning.errors import UserError
-from mypt_lightning.process_lifetime import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE
+from data_modules.process_lifetime import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE
 
 PREEMPTED_EXIT_CODE = SIGTERM_EXIT_CODE  # 143 = 128 + SIGTERM: what schedulers expect of a terminated job
 INTERRUPTED_EXIT_CODE = SIGINT_EXIT_CODE  # 130 = 128 + SIGINT: Ctrl-C
@@ -61,8 +63,31 @@ def scheduler_preempt_signal() -> signal.Signals:
     return getattr(signal, name if name.startswith("SIG") else f"SIG{name}", signal.SIGUSR2)
 
 
-class Preemption:
-    """What a run knows about a stop request; lives on the LightningModule as ``preemption``.
+class Preempted(Exception):
+    """Training stopped on a stop signal (after saving ``last.ckpt`` at a step end, or at once
+    on a second Ctrl-C); resume with ``ckpt_path=last``.
+
+    ``handoff``: the run's :class:`Preemption`; the entry point calls its ``hand_over()``
+    last, so a job scheduler's own handler (submitit's requeue) runs after the checkpoint
+    is safe, and exits with its ``exit_code``.
+    """
+
+    def __init__(self, message: str, handoff: "Preemption | None" = None):
+        super().__init__(message)
+        self.handoff = handoff
+
+    @property
+    def exit_code(self) -> int:
+        return self.handoff.exit_code if self.handoff is not None else PREEMPTED_EXIT_CODE
+
+
+def stop_requested_here(trainer) -> bool:
+    """This process was asked to stop (its :class:`Preemption` callback got a signal)."""
+    return any(cb.received for cb in getattr(trainer, "callbacks", []) if isinstance(cb, Preemption))
+
+
+class Preemption(Callback):
+    """The run's stop-signal handling, as a Lightning callback (see the module docstring).
 
     ``received``: this process got SIGTERM, SIGINT (or the scheduler's signal).
     ``signum``: the first of them; it decides the exit code (:attr:`exit_code`).
@@ -74,6 +99,7 @@ class Preemption:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.received = False
         self.signum: int | None = None
         self.interrupts = 0
@@ -155,6 +181,40 @@ class Preemption:
 
             self._replace(scheduler_signal, on_scheduler_signal)
 
+    # ------------------------------------------------------------ Lightning hooks
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.install(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Right before Lightning checks for SIGTERM. Mid accumulation window: nothing (the
+        flag waits for the step's end). At a step boundary: if any rank was asked to stop
+        (SIGTERM, SIGINT, a requeue signal), every rank saves ``last.ckpt`` and Lightning
+        stops after this batch."""
+        if not pl_module.at_step_boundary:
+            return
+        # Several ranks: what the step's all-reduce agreed on, so all stop at the same step.
+        # One process: also a signal that came in after that reduce.
+        stop = pl_module.stop_requested_anywhere or (trainer.world_size == 1 and self.received)
+        if not stop:
+            return
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        self.saved = path
+        rank_zero_info(f"[mypt] {self.signal_name}: saved {path} at step {trainer.global_step}; stopping")
+        trainer._signal_connector.received_sigterm = True  # Lightning raises SIGTERMException after this batch
+
+    # ------------------------------------------------------------- how it ended
+    def stopped_at_step_end(self, step: int, resume_hint: str) -> Preempted:
+        """The error for a run Lightning stopped with SIGTERMException (a stop signal)."""
+        where = (f"after saving {self.saved}" if self.saved
+                 else f"without a new checkpoint ({self.signal_name} outside training steps)")
+        return Preempted(f"{self.signal_name}: stopped at step {step} {where}; {resume_hint}", handoff=self)
+
+    def stopped_at_once(self, step: int, resume_hint: str) -> Preempted:
+        """The error for a second Ctrl-C (Lightning's KeyboardInterrupt shutdown)."""
+        self.signum, self.handoff = signal.SIGINT, None
+        return Preempted(f"SIGINT: stopped at once at step {step}, without saving; {resume_hint}", handoff=self)
+
     def _replace(self, signum, handler) -> None:
         self._replaced.append((signum, signal.getsignal(signum), handler))
         signal.signal(signum, handler)
@@ -194,31 +254,6 @@ def requeue_slurm_job(signum=None, frame=None) -> None:
         return
     outcome = "requeued" if result.returncode == 0 else f"requeue failed ({result.stderr.strip()})"
     print(f"[mypt] SLURM job {job_id}: {outcome}", file=sys.stderr)
-
-
-def stop_at_step_end_on_sigterm(trainer, module) -> str | None:
-    """Called at the end of every training batch on every rank (the LightningModule's
-    ``on_train_batch_end``, which Lightning runs right before it checks for SIGTERM).
-
-    Mid accumulation window: nothing (the flag waits for the step's end). At a step
-    boundary: if any rank received a stop signal (SIGTERM, SIGINT, a requeue signal), every
-    rank saves ``last.ckpt`` and tells Lightning to stop after this batch. Returns the saved
-    path, or None.
-    """
-    if module._micro_step != 0:
-        return None
-    received = module.preemption.received
-    if trainer.world_size > 1:  # one scalar all-reduce per optimizer step
-        flag = torch.tensor(float(received), device=module.device)
-        received = float(trainer.strategy.reduce(flag, reduce_op="sum")) > 0
-    if not received:
-        return None
-    path = last_checkpoint_path(trainer)
-    trainer.save_checkpoint(path)
-    module.preemption.saved = path
-    rank_zero_info(f"[mypt] {module.preemption.signal_name}: saved {path} at step {trainer.global_step}; stopping")
-    trainer._signal_connector.received_sigterm = True  # Lightning raises SIGTERMException after this batch
-    return path
 
 
 def last_checkpoint_path(trainer) -> str:

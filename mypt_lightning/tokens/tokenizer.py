@@ -1,6 +1,6 @@
 """MyPT tokenizer: GPT-2 BPE (tiktoken ``r50k_base``) plus the 19 pinned MyPT tags.
 
-Id space (DESIGN.md section 3)::
+Id space (docs/design.md section 1)::
 
     0 ........ 50255   BPE tokens
     50256              <|endoftext|>  (also the pad id)
@@ -18,9 +18,9 @@ import functools
 import hashlib
 from typing import Iterable, Sequence
 
-from mypt_lightning import tokenizer_assets
+from mypt_lightning.tokens import tokenizer_assets
 from mypt_lightning.errors import UserError
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens.special_tokens import (
     BASE_VOCAB_SIZE,
     ENDOFTEXT_ID,
     ID_TO_SPECIAL,

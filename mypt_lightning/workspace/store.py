@@ -1,7 +1,7 @@
 """The workspace: a small document store with the four tools the agent may call.
 
 ``Workspace(docs_dir)`` loads a folder of documents and answers the tool calls of the
-wire protocol (DESIGN.md section 4)::
+wire protocol (docs/design.md section 1)::
 
     workspace.search(query, top_k=5)        BM25 over title + body, EN/DE aware
     workspace.list_docs([domain], [language])
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mypt_lightning.episode_schema import EpisodeError
+from mypt_lightning.tokens.episode_schema import EpisodeError
 from mypt_lightning.jsonio import loads_strict
-from mypt_lightning.workspace_analysis import (
+from mypt_lightning.workspace.analysis import (
     Decompounder,
     char_ngrams,
     content_words,
@@ -69,7 +69,7 @@ FUZZY_MIN_SIM, FUZZY_MAX_EXPANSIONS = 0.5, 2  # character-trigram backoff for un
 
 def default_docs_dir() -> Path:
     """The bundled corpus: ``<repo>/workspace/docs``."""
-    return Path(__file__).resolve().parents[1] / "workspace" / "docs"
+    return Path(__file__).resolve().parents[2] / "workspace" / "docs"
 
 
 class ToolError(Exception):

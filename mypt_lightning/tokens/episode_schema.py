@@ -1,9 +1,9 @@
-"""The JSONL episode schema (DESIGN.md section 4) and its validator.
+"""The JSONL episode schema (docs/design.md section 1) and its validator.
 
 ``validate_episode`` accepts exactly the records the serializer in ``protocol.py`` can
 turn into tokens without guessing; everything else is an :class:`EpisodeError` whose
 message is ``WHERE: FIELD: WHAT`` (for example ``data/p5.jsonl:12: messages[2].arguments:
-must be a JSON object (dict), got list``). Import it from ``mypt_lightning.protocol``.
+must be a JSON object (dict), got list``). Import it from ``mypt_lightning.tokens.protocol``.
 
 Turn grammar (a turn ends where the next user message starts)::
 
@@ -27,7 +27,7 @@ import math
 import re
 from typing import Any
 
-from mypt_lightning.errors import UserError
+from mypt_lightning.errors import EpisodeError
 from mypt_lightning.jsonio import loads_strict
 
 ROLES = ("user", "assistant_context", "assistant", "assistant_toolcall", "toolresult")
@@ -43,14 +43,6 @@ _EPISODE_FIELDS = ("system", "messages", "language")
 _REPLAY_FIELDS = ("text", "language")
 _PROMPT_END_ROLES = ("user", "assistant_context", "toolresult")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class EpisodeError(UserError, ValueError):
-    """A record breaks DESIGN.md section 4. ``str()`` is ``WHERE: FIELD: WHAT``."""
-
-    def __init__(self, where: str, field: str, reason: str):
-        self.where, self.field, self.reason = where, field, reason
-        super().__init__(": ".join(p for p in (where, field, reason) if p))
 
 
 def validate_episode(record: Any, *, where: str = "") -> None:

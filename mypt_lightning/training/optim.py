@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule (DESIGN.md section 7).
+"""Optimizer and learning-rate schedule (docs/design.md section 4).
 
 AdamW with weight decay on matrices only: norms, biases and the (tied) embedding
 are excluded. The schedule is a linear warmup followed by a cosine decay to
@@ -39,7 +39,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
     Chosen by module type, not by ``param.dim()``: under FSDP (``use_orig_params``)
     every parameter is a flat 1-D view of its shard, so a shape rule would silently
-    turn weight decay off. The embedding is excluded (DESIGN.md 7): with tied weights
+    turn weight decay off. The embedding is excluded (docs/design.md section 4): with tied weights
     the output head shares it, and decaying it pulls rare-token rows towards zero.
 
     >>> from torch import nn

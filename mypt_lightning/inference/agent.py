@@ -35,15 +35,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mypt_lightning.generation import GenerationResult
-from mypt_lightning.protocol import (
+from mypt_lightning.inference.generation import GenerationResult
+from mypt_lightning.tokens.protocol import (
     AssistantOutput,
     build_prompt,
     parse_assistant_output,
     toolcall_json,
     toolresult_text,
 )
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_CLOSE,
     ASSISTANT_OPEN,
     CITE_CLOSE,
@@ -147,7 +147,7 @@ class AgentSession:
 
     ``policy(prompt_ids, max_new_tokens=, stop_ids=, on_token=) -> GenerationResult``
     (``generation.ModelPolicy`` or ``TextPolicy``). ``workspace``: an object with
-    ``call(name, arguments) -> dict`` (``mypt_lightning.workspace.Workspace``); None
+    ``call(name, arguments) -> dict`` (``mypt_lightning.workspace.store.Workspace``); None
     disables tools (a tool call then gets an error result and the model may answer).
 
     >>> session = AgentSession(ModelPolicy(model), Workspace("workspace/docs"), system=AGENTIC_STANDARD_PROMPT)  # doctest: +SKIP
@@ -171,7 +171,7 @@ class AgentSession:
         self.context_size = context_size or (model.config.block_size if model is not None else None) or \
             getattr(policy, "context_size", 4096)
         if tokenizer is None:
-            from mypt_lightning.tokenizer import get_tokenizer
+            from mypt_lightning.tokens.tokenizer import get_tokenizer
 
             tokenizer = get_tokenizer()
         self.tok = tokenizer
@@ -327,7 +327,7 @@ class ChatRenderer:
     """
 
     def __init__(self, write: Callable[[str], None], show_think: bool = False, tokenizer=None):
-        from mypt_lightning.generation import IncrementalDecoder
+        from mypt_lightning.inference.generation import IncrementalDecoder
 
         self.write = write
         self.show_think = show_think
@@ -373,7 +373,7 @@ def open_workspace(path=None):
     from pathlib import Path
 
     from mypt_lightning.errors import UserError
-    from mypt_lightning.workspace import Workspace, WorkspaceLoadError
+    from mypt_lightning.workspace.store import Workspace, WorkspaceLoadError
 
     docs = None
     if path is not None:

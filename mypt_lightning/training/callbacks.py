@@ -26,6 +26,8 @@ import torch
 
 from data_modules.atomic_write import write_json_atomic
 from mypt_lightning.gates.runner import get_gate, parse_phase
+from mypt_lightning.training.distributed import is_fsdp
+from mypt_lightning.training.loggers import wandb_loggers
 
 TABLE_COLUMNS = ["step", "id", "category", "language", "verdict", "prompt", "output", "reason"]
 
@@ -68,7 +70,7 @@ class GateCallback(L.Callback):
         self._validations += 1
         if (self._validations - 1) % self.every_n_validations:
             return
-        if "FSDP" in type(trainer.strategy).__name__:
+        if is_fsdp(trainer.strategy):
             if not self._warned:
                 warnings.warn("GateCallback: the model is sharded (FSDP); gates are not run during training. "
                               "Run tools/eval_gates.py on the exported model instead.")
@@ -79,12 +81,12 @@ class GateCallback(L.Callback):
         self.run_gate(trainer, pl_module)
 
     def run_gate(self, trainer: L.Trainer, pl_module: L.LightningModule):
-        from mypt_lightning.generation import ModelPolicy, SamplingConfig
+        from mypt_lightning.inference.generation import ModelPolicy, SamplingConfig
 
         model = pl_module.model
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper: generate with the plain module
         if self.gate.needs_workspace and self._workspace is None:
-            from mypt_lightning.workspace import Workspace
+            from mypt_lightning.workspace.store import Workspace
 
             self._workspace = Workspace(self.workspace_dir)
         was_training = model.training
@@ -110,10 +112,10 @@ class GateCallback(L.Callback):
 
     def _log_samples(self, trainer: L.Trainer, result, step: int) -> None:
         rows = self._rows(result, step)
-        wandb_loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
-        for logger in wandb_loggers:
+        wandb = wandb_loggers(trainer.loggers)
+        for logger in wandb:
             logger.log_table(key=f"{self._prefix()}/samples", columns=TABLE_COLUMNS, data=rows, step=step)
-        if wandb_loggers:
+        if wandb:
             return
         out = Path(self.output_dir or trainer.default_root_dir) / "gates"
         out.mkdir(parents=True, exist_ok=True)

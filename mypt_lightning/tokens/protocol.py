@@ -2,7 +2,7 @@
 
 Training data (``serialize_episode``) and inference prompts (``build_prompt``) both come
 from ``_serialize`` below, so a prompt is always a token-exact prefix of the training
-sequence of the same conversation (DESIGN.md sections 3 and 4).
+sequence of the same conversation (docs/design.md section 1 and 4).
 
 Serialization: tags are emitted BY ID, every content span is encoded separately as plain
 text (``encode_ordinary``), and nothing is inserted between them: no whitespace, no
@@ -53,7 +53,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from mypt_lightning.episode_schema import (
+from mypt_lightning.tokens.episode_schema import (
     ROLES,
     EpisodeError,
     is_replay,
@@ -62,7 +62,7 @@ from mypt_lightning.episode_schema import (
     validate_prompt,
 )
 from mypt_lightning.jsonio import loads_strict
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_CLOSE,
     ASSISTANT_CONTEXT_CLOSE,
     ASSISTANT_CONTEXT_OPEN,
@@ -169,7 +169,7 @@ def _serialize(record: dict, tokenizer, weighted: bool, *, prompt: bool) -> _Seq
 def _tokenizer(tokenizer):
     if tokenizer is not None:
         return tokenizer
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     return get_tokenizer()
 
@@ -178,7 +178,7 @@ def serialize_episode(record: dict, weighted: bool = False, tokenizer=None, *,
                       where: str = "") -> tuple[list[int], list[float]]:
     """Validate ``record`` and return ``(tokens, weights)`` of equal length.
 
-    ``weights[i]`` is the loss weight of predicting ``tokens[i]``: DESIGN.md section 3's
+    ``weights[i]`` is the loss weight of predicting ``tokens[i]``: docs/design.md section 1's
     table when ``weighted``, else 1.0 wherever that table is > 0 and 0.0 elsewhere.
     """
     validate_episode(record, where=where)

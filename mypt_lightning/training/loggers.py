@@ -1,4 +1,4 @@
-"""A CSV logger that keeps a resumed run's history.
+"""Loggers: a CSV logger that keeps a resumed run's history, and finding the W&B ones.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when a new process starts
 logging into the same directory, so ``ckpt_path=last`` would lose the curve before the
@@ -10,7 +10,7 @@ appear twice; the later rows are the resumed run's.
 from __future__ import annotations
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
@@ -33,3 +33,12 @@ class ResumableCSVLogger(CSVLogger):
             writer_cls = _AppendingExperimentWriter if self.resume else ExperimentWriter
             self._experiment = writer_cls(log_dir=self.log_dir)
         return self._experiment
+
+
+def wandb_loggers(loggers) -> list[WandbLogger]:
+    """The W&B loggers among ``loggers`` (by type: a subclass counts too).
+
+    >>> wandb_loggers([CSVLogger("logs")])
+    []
+    """
+    return [logger for logger in loggers or [] if isinstance(logger, WandbLogger)]

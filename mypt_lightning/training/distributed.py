@@ -1,8 +1,9 @@
-"""Distributed training pieces: the FSDP strategy of ``trainer=fsdp`` and the final export.
+"""Distributed training pieces, and the one home of every FSDP special case: the strategy of
+``trainer=fsdp``, when gradients synchronise, gradient clipping, and the final export.
 
 Lightning's own ``FSDPStrategy`` makes the *LightningModule* the root FSDP unit, so
 ``training_step`` runs inside the root's forward. Our LightningModule uses manual
-optimization (the step-level weighted loss, DESIGN.md 7) and calls backward inside
+optimization (the step-level weighted loss, docs/design.md section 4) and calls backward inside
 ``training_step``, which FSDP forbids during its forward (Lightning issues #19626 and
 #19685: "Expects BACKWARD_PRE or BACKWARD_POST state but got HandleTrainingState.FORWARD").
 :class:`MyPTFSDPStrategy` therefore makes the transformer (``module.model``) the root
@@ -12,6 +13,7 @@ checkpointing, launchers) is Lightning's.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -25,6 +27,31 @@ def fsdp_root(model: nn.Module | None):
 
     base = getattr(model, "_orig_mod", model)
     return base if isinstance(base, FSDP) else None
+
+
+def is_fsdp(strategy) -> bool:
+    """The run shards its model with FSDP (by type: Lightning's strategy or ours)."""
+    return isinstance(strategy, FSDPStrategy)
+
+
+def backward_sync(strategy, model: nn.Module, last_micro_batch: bool):
+    """The context for one micro-batch's backward.
+
+    DDP: skip the gradient all-reduce on all but the last micro-batch of a step. Not under
+    FSDP: ``no_sync()`` there keeps every gradient unsharded until the step ends, which
+    defeats the memory saving; FSDP reduce-scatters every micro-batch instead.
+    """
+    block_sync = None if fsdp_root(model) is not None else getattr(strategy, "block_backward_sync", None)
+    return block_sync() if (block_sync is not None and not last_micro_batch) else nullcontext()
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+    """Clip the gradients to ``max_norm`` and return the total norm before clipping. Under
+    FSDP the gradients are sharded: only the root unit knows the global norm."""
+    root = fsdp_root(model)
+    if root is not None:
+        return float(root.clip_grad_norm_(max_norm))
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
 
 
 class MyPTFSDPStrategy(FSDPStrategy):
@@ -154,7 +181,7 @@ def export_final_model(trainer, module, export_dir, extra: dict | None = None) -
     Under FSDP the parameters are sharded, so the full state dict is gathered first (a
     collective: all ranks take part) and rank 0 rebuilds a plain CPU model to save.
     """
-    from mypt_lightning.checkpoint import save_exported, strip_wrapper_prefixes
+    from mypt_lightning.weights.checkpoint import save_exported, strip_wrapper_prefixes
     from mypt_lightning.model import MyPT
 
     root = fsdp_root(module.model)

@@ -1,4 +1,4 @@
-"""Offline provisioning of tiktoken's ``r50k_base`` BPE file (DESIGN.md section 9).
+"""Offline provisioning of tiktoken's ``r50k_base`` BPE file (docs/design.md 9).
 
 tiktoken downloads ``r50k_base.tiktoken`` from Azure blob storage on first use and
 caches it as ``$TIKTOKEN_CACHE_DIR/<sha1 of the URL>``. Our machines reach PyPI but

@@ -19,7 +19,7 @@ without it every step re-runs the whole sequence (the reference the cache is tes
 benchmarked against). Generation never runs past the model's ``block_size``: the stop
 reason then says ``context_full``.
 
-Prompts are token ids, built by :func:`mypt_lightning.protocol.build_prompt` (the same
+Prompts are token ids, built by :func:`mypt_lightning.tokens.protocol.build_prompt` (the same
 serializer as the training data) or, for a raw string with tag text typed by a user, by
 :func:`encode_with_tags`. A *policy* is anything called as
 ``policy(prompt_ids, max_new_tokens=..., stop_ids=..., on_token=...) -> GenerationResult``:
@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_CLOSE,
     ENDOFTEXT_ID,
     EOT,
@@ -116,7 +116,7 @@ class GenerationResult:
 def _tokenizer(tokenizer):
     if tokenizer is not None:
         return tokenizer
-    from mypt_lightning.tokenizer import get_tokenizer
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     return get_tokenizer()
 
@@ -338,7 +338,7 @@ class TextPolicy:
 def load_inference_model(path, device: str = "auto", dtype: str = "float32"):
     """``checkpoint.load_model(path)`` in eval mode on ``device`` ("auto": cuda when available)
     in ``dtype``; a bad device is a UserError."""
-    from mypt_lightning.checkpoint import load_model
+    from mypt_lightning.weights.checkpoint import load_model
     from mypt_lightning.errors import UserError
 
     if device == "auto":
@@ -435,8 +435,13 @@ class IncrementalDecoder:
         return text
 
 
+def load_policy(model_path: str, device: str = "auto", dtype: str = "float32") -> ModelPolicy:
+    """The model at ``model_path`` as a greedy :class:`ModelPolicy` (what the gates judge)."""
+    return ModelPolicy(load_inference_model(model_path, device, dtype), SamplingConfig(temperature=0.0))
+
+
 __all__ = [
     "DEFAULT_STOP_IDS", "GenerationResult", "IncrementalDecoder", "ModelPolicy", "STOP_REASONS",
     "SamplingConfig", "TextPolicy", "TokenStream", "add_sampling_arguments", "encode_with_tags", "generate",
-    "load_inference_model", "process_logits", "sampling_from_args", "select_token",
+    "load_inference_model", "load_policy", "process_logits", "sampling_from_args", "select_token",
 ]

@@ -77,7 +77,7 @@ def run_phase_gate(cfg: DictConfig, export_dir: Path) -> dict | None:
     (1b, the context extension, is judged by its validation loss).
     """
     from mypt_lightning.gates import GATES, evaluate
-    from mypt_lightning.gates.cli import load_policy
+    from mypt_lightning.inference.generation import load_policy
 
     number = str(cfg.phase.number)
     if not number.isdigit() or int(number) not in GATES:

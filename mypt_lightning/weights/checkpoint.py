@@ -222,7 +222,7 @@ SAFE_GLOBALS: tuple = ()
 
 _RESAVE_HINT = ("re-save it where you trust it with tensors and plain values only (e.g. torch.save({'state_dict': "
                 "model.state_dict(), 'mypt_model_config': model.config.to_dict()}, PATH) or "
-                "mypt_lightning.checkpoint.save_exported(model, DIR))")
+                "mypt_lightning.weights.checkpoint.save_exported(model, DIR))")
 
 
 @contextmanager

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-import signal
 import sys
 import time
 import warnings
@@ -31,16 +30,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data_modules.atomic_write import write_text_atomic
 from data_modules.episode_format import DatasetFormatError
-from mypt_lightning.checkpoint import check_loadable, check_resumable, trusted_types
-from mypt_lightning.config import validate_config  # (importing it registers ${mypt.*})
-from mypt_lightning.curriculum import resolve_init_from, run_phase_gate
-from mypt_lightning.errors import Preempted, UserError
-from mypt_lightning.fault_tolerance import (
+from mypt_lightning.weights.checkpoint import check_loadable, check_resumable, trusted_types
+from mypt_lightning.training.config_checks import validate_config
+from mypt_lightning.training.curriculum import resolve_init_from, run_phase_gate
+from mypt_lightning.errors import UserError
+from mypt_lightning.training.fault_tolerance import (
+    Preemption,
     check_output_dir,
     claim_run_dir,
     estimate_checkpoint_bytes,
     is_first_process,
 )
+from mypt_lightning.training.loggers import wandb_loggers
 
 RUN_INFO = "run_info.json"
 
@@ -144,7 +145,7 @@ def _write_run_info(output_dir: Path, cfg: DictConfig, init_from: str | None) ->
 
 
 def build_module(cfg: DictConfig, init_from: str | None, val_set_names: list[str]):
-    from mypt_lightning.lit_module import MyPTLitModule
+    from mypt_lightning.training.lit_module import MyPTLitModule
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     compile_model = bool(model_cfg.pop("compile", False))
@@ -188,8 +189,9 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
     L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg, init_from, datamodule.val_set_names)
+    preemption = Preemption()  # stop signals: save at the step end, then stop (fault_tolerance)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += list(extra_callbacks or [])
+    callbacks += [*(extra_callbacks or []), preemption]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -205,32 +207,21 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
         raise UserError(f"{err} (training stopped at step {trainer.global_step})") from None
     except SIGTERMException:  # a stop signal: last.ckpt saved at the step end (fault_tolerance)
         _finish_loggers(loggers)
-        stop, saved = module.preemption, module.preemption_checkpoint
-        where = (f"after saving {saved}" if saved
-                 else f"without a new checkpoint ({stop.signal_name} outside training steps)")
-        raise Preempted(
-            f"{stop.signal_name}: stopped at step {trainer.global_step} {where}; {resume_hint(cfg, output_dir)}",
-            handoff=stop,
-        ) from None
+        raise preemption.stopped_at_step_end(trainer.global_step, resume_hint(cfg, output_dir)) from None
     except SystemExit as exc:
         # Lightning ends a KeyboardInterrupt (a second Ctrl-C, or one before training started)
         # with sys.exit(1); keep Ctrl-C's exit code and say what was kept.
         if not isinstance(exc.__context__, KeyboardInterrupt):
             raise
         _finish_loggers(loggers)
-        stop = module.preemption
-        stop.signum, stop.handoff = signal.SIGINT, None
-        raise Preempted(
-            f"SIGINT: stopped at once at step {trainer.global_step}, without saving; {resume_hint(cfg, output_dir)}",
-            handoff=stop,
-        ) from None
+        raise preemption.stopped_at_once(trainer.global_step, resume_hint(cfg, output_dir)) from None
     finally:
-        module.preemption.uninstall()
+        preemption.uninstall()
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     export_dir = output_dir / "export"
     if cfg.train.get("export", True) and not trainer.interrupted:
-        from mypt_lightning.distributed import export_final_model
+        from mypt_lightning.training.distributed import export_final_model
 
         export_final_model(trainer, module, export_dir, extra={"phase": cfg.phase.name, "global_step": trainer.global_step})
         if cfg.curriculum.get("run_gate", False) and trainer.is_global_zero:
@@ -260,9 +251,8 @@ def resume_hint(cfg: DictConfig, output_dir: Path) -> str:
 
 def _finish_loggers(loggers) -> None:
     """Close W&B so the next job of a multirun starts its own run."""
-    for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            import wandb
+    for logger in wandb_loggers(loggers):
+        import wandb
 
-            logger.finalize("success")
-            wandb.finish()
+        logger.finalize("success")
+        wandb.finish()
