@@ -244,3 +244,77 @@ def test_ours_is_protocol_unchanged():
     record = TOOL[0]
     assert get_profile().serialize(record, True) == serialize_episode(record, True)
     assert get_profile().build_prompt(record["messages"][:1], "S") == build_prompt(record["messages"][:1], "S")
+
+
+# ============================================================================ prepare_sft --protocol
+
+
+def _prepare(tmp_path, source: Path, name: str, *flags: str) -> Path:
+    from tools.prepare_sft import main
+
+    out = tmp_path / name
+    assert main(["--input", str(source), "--output_dir", str(out), "--val_split", "0", "--no_progress", *flags]) == 0
+    return out
+
+
+def _episodes(out: Path):
+    from data_modules.episode_reader import EpisodeDataset
+    from mypt_lightning.data_prep.validate import iter_episodes
+
+    ds = EpisodeDataset(out, "train")
+    return [(t.tolist(), w.tolist()) for _, _, t, w in iter_episodes(ds)], ds
+
+
+def test_prepare_sft_mypt_tool_writes_the_original_episodes(tmp_path):
+    out = _prepare(tmp_path, HERE / "legacy_tool_episodes.jsonl", "tool", "--protocol", "mypt_tool", "--weighted_mask")
+    episodes, _ = _episodes(out)
+    assert episodes == GOLDEN["tool_weighted"]
+    meta = json.loads((out / "dataset_metadata.json").read_text())
+    assert meta["protocol"]["name"] == "mypt_tool"
+
+
+def test_prepare_sft_mypt_chat_packed_pads_with_eot(tmp_path, capsys):
+    out = _prepare(tmp_path, HERE / "legacy_episodes.jsonl", "chat", "--protocol", "mypt_chat", "--enable_rag_tags",
+                   "--weighted_mask", "--enable_packing", "--pack_block_size", "64")
+    episodes, ds = _episodes(out)
+    want = [e for i, e in enumerate(GOLDEN["chat_rag_weighted_packed"]) if i != TAG_IN_CONTENT]
+    want.append(_ours("chat_rag_weighted_packed", TAG_IN_CONTENT))  # the deliberate difference
+    assert sorted(episodes) == sorted(want)  # packing may arrange them differently
+    for i in range(len(ds)):
+        s = ds[i]
+        pad = s["segment_ids"] == 0
+        assert (s["tokens"][pad] == EOT).all() and (s["weights"][pad] == 0).all()
+    assert "protocol mypt_chat" in capsys.readouterr().out
+
+
+def test_truncate_tail_keeps_the_end_and_names_the_episodes(tmp_path, capsys):
+    out = _prepare(tmp_path, HERE / "legacy_tool_episodes.jsonl", "cut", "--protocol", "mypt_tool",
+                   "--enable_packing", "--pack_block_size", "40", "--truncate", "tail")
+    text = capsys.readouterr().out
+    assert "cut to the last 40 tokens: " in text and "legacy_tool_episodes.jsonl:1:" in text
+    episodes, _ = _episodes(out)
+    full = GOLDEN["tool_default"]
+    for ids, weights in full:
+        if len(ids) > 40:
+            assert (ids[-40:], weights[-40:]) in episodes
+    meta = json.loads((out / "dataset_metadata.json").read_text())
+    assert meta["length_limit"]["policy"] == "truncate_tail" and meta["length_limit"]["truncated_examples"]
+
+
+def test_prepare_rejects_legacy_options_under_ours(tmp_path, capsys):
+    from tools.prepare_sft import main
+
+    rc = main(["--input", str(HERE / "legacy_episodes.jsonl"), "--output_dir", str(tmp_path / "x"),
+               "--no_system_prompt"])
+    assert rc == 2 and "legacy profiles" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_reader_truncates_head_or_tail(tmp_path):
+    from data_modules.episode_reader import EpisodeDataset
+
+    out = _prepare(tmp_path, HERE / "legacy_tool_episodes.jsonl", "u", "--protocol", "mypt_tool")
+    ids, _ = GOLDEN["tool_default"][0]
+    head = EpisodeDataset(out, "train", max_length=10)[0]["tokens"].tolist()
+    tail = EpisodeDataset(out, "train", max_length=10, truncate="tail")[0]["tokens"].tolist()
+    assert head == ids[:10] and tail == ids[-10:]

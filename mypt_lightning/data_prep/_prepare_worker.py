@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mypt_lightning.protocol import EpisodeError, serialize_episode
+from mypt_lightning.protocol import EpisodeError
 
 from .jsonl import get_field, is_blank, parse_line
 from .split import field_keys, user_keys
@@ -24,13 +24,16 @@ _STATE: dict[str, Any] = {}
 
 
 def init_worker(options: dict[str, Any]) -> None:
-    """Pool initializer: ``options`` = weighted, max_length, truncate, pack_by_field,
-    split_by_fields, overlap_fields."""
+    """Pool initializer: ``options`` = weighted, max_length, truncate (None/"head"/"tail"),
+    profile (protocol_profiles.Profile; default ours), pack_by_field, split_by_fields, overlap_fields."""
+    from mypt_lightning.protocol_profiles import get_profile
+
     from mypt_lightning.tokenizer import get_tokenizer
 
     _STATE.clear()
     _STATE.update(options)
     _STATE["tokenizer"] = get_tokenizer()
+    _STATE["profile"] = get_profile(_STATE.get("profile"))
 
 
 def init_pool_worker(options: dict[str, Any], parent_pid: int) -> None:
@@ -72,13 +75,15 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
     groups: list[str | None] = []
     errors: list[tuple[str, str, str]] = []
     too_long: list[tuple[int, int]] = []
+    cut: list[tuple[int, int]] = []
+    serialize = opts["profile"].serialize
     truncated = replay = 0
 
     for number, line in lines:
         where = f"{path}:{number}"
         try:
             record = parse_line(line, where, validate=False)
-            ids, ws = serialize_episode(record, weighted, tok, where=where)  # validates
+            ids, ws = serialize(record, weighted, tok, where=where)  # validates
         except EpisodeError as exc:
             errors.append((exc.where, exc.field, exc.reason))
             continue
@@ -87,8 +92,9 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
             if not truncate:
                 too_long.append((number, n))
                 continue
-            ids, ws = ids[:limit], ws[:limit]
+            ids, ws = (ids[-limit:], ws[-limit:]) if truncate == "tail" else (ids[:limit], ws[:limit])
             truncated += 1
+            cut.append((number, n))
         replay += record.get("_replay") is True
         tokens.extend(ids)
         weights.extend(ws)
@@ -123,6 +129,7 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
         "groups": groups,
         "errors": errors,
         "too_long": too_long,
+        "cut": cut,
         "truncated": truncated,
         "replay": replay,
         "records": len(lines),
