@@ -318,3 +318,109 @@ def test_reader_truncates_head_or_tail(tmp_path):
     head = EpisodeDataset(out, "train", max_length=10)[0]["tokens"].tolist()
     tail = EpisodeDataset(out, "train", max_length=10, truncate="tail")[0]["tokens"].tolist()
     assert head == ids[:10] and tail == ids[-10:]
+
+
+# ============================================================================ validate / inspect of MyPT files
+
+
+def _write_mypt_dataset(root: Path, episodes, *, packed_block: int | None, weighted: bool, metadata: dict) -> Path:
+    """The file layout the original scripts write (EpisodeShardWriter, greedy_bin_pack with
+    <myPT_eot> padding), filled with the original's literal episodes above."""
+    import numpy as np
+
+    from mypt_lightning.special_tokens import SPECIAL_TOKENS
+
+    split = root / "train"
+    split.mkdir(parents=True)
+    tokens, weights, segments, index = [], [], [], []
+    if packed_block is None:
+        for ids, ws in episodes:
+            index.append((len(tokens), len(ids)))
+            tokens += ids
+            weights += ws
+    else:
+        block, block_w, block_s = [], [], []
+
+        def flush():
+            pad = packed_block - len(block)
+            index.append((len(tokens), packed_block))
+            tokens.extend(block + [EOT] * pad)
+            weights.extend(block_w + [0.0] * pad)
+            segments.extend(block_s + [0] * pad)
+
+        for ids, ws in episodes:
+            ids, ws = ids[-packed_block:], ws[-packed_block:]  # the original keeps the end of a long one
+            if len(block) + len(ids) > packed_block:
+                flush()
+                block, block_w, block_s = [], [], []
+            seg = (block_s[-1] if block_s else 0) + 1
+            block, block_w, block_s = block + ids, block_w + ws, block_s + [seg] * len(ids)
+        flush()
+        (split / "segment_ids.bin").write_bytes(np.array(segments, np.uint8).tobytes())
+    (split / "tokens.bin").write_bytes(np.array(tokens, np.uint32).tobytes())
+    (split / "mask.bin").write_bytes((np.array(weights) > 0).astype(np.uint8).tobytes())
+    if weighted:
+        (split / "mask_weighted.bin").write_bytes(np.array(weights, np.float32).tobytes())
+    (split / "episodes.idx").write_bytes(np.array(index, np.uint64).tobytes())
+    state = {"token_kind": "gpt2", "chars": None, "base_vocab_size": 50257, "model_vocab_size": 50304,
+             "special_token_encoder": dict(SPECIAL_TOKENS), "special_token_version": 1}
+    (root / "tokenizer_state.json").write_text(json.dumps(state))
+    (root / "dataset_metadata.json").write_text(json.dumps({"schema": "episode_indexed_sft_v1", **metadata}))
+    return root
+
+
+TOOL_META = {"dataset_type": "toolcall_sft", "weighted_mask": True}
+CHAT_META = {"skip_system_prompt": False, "enable_rag_tags": True, "system_prompt_override": None}
+
+
+@pytest.mark.parametrize("kind,block", [("tool", None), ("tool", 64), ("chat", None), ("chat", 48)])
+def test_validate_passes_mypt_datasets(tmp_path, kind, block):
+    from mypt_lightning.data_prep.validate import format_results, validate_dataset
+
+    golden = GOLDEN["tool_weighted"] if kind == "tool" else [
+        e for i, e in enumerate(GOLDEN["chat_rag_weighted_packed"]) if i != TAG_IN_CONTENT]
+    root = _write_mypt_dataset(tmp_path / "ds", golden, packed_block=block, weighted=True,
+                               metadata=TOOL_META if kind == "tool" else CHAT_META)
+    results = validate_dataset(root)
+    assert all(r.passed for r in results), format_results(results)
+    if kind == "tool":  # the same files under our protocol: the separators are (rightly) errors there
+        assert not all(r.passed for r in validate_dataset(root, protocol="ours"))
+
+
+def test_validate_still_fails_real_problems_in_mypt_datasets(tmp_path):
+    from mypt_lightning.data_prep.validate import validate_dataset
+
+    # the original's own bug: a typed "<myPT_eot>" became the tag, trained inside the user message
+    root = _write_mypt_dataset(tmp_path / "a", GOLDEN["chat_rag_weighted_packed"], packed_block=None,
+                               weighted=True, metadata=CHAT_META)
+    failed = {r.name for r in validate_dataset(root) if not r.passed}
+    assert "structure" in failed
+    # a mask shifted by one position
+    ids, ws = GOLDEN["tool_weighted"][0]
+    root = _write_mypt_dataset(tmp_path / "b", [(ids, [0.0] + ws[:-1])], packed_block=None, weighted=True,
+                               metadata=TOOL_META)
+    failed = {r.name for r in validate_dataset(root) if not r.passed}
+    assert "mask_alignment" in failed
+    # padding that is not <myPT_eot>/weight 0
+    root = _write_mypt_dataset(tmp_path / "c", GOLDEN["tool_weighted"][:1], packed_block=128, weighted=True,
+                               metadata=TOOL_META)
+    w = (root / "train/mask_weighted.bin")
+    import numpy as np
+
+    arr = np.fromfile(w, np.float32)
+    arr[-1] = 1.0
+    w.write_bytes(arr.tobytes())
+    (root / "train/mask.bin").write_bytes((arr > 0).astype(np.uint8).tobytes())
+    failed = {r.name for r in validate_dataset(root) if not r.passed}
+    assert "segment_ids" in failed
+
+
+def test_inspect_reads_the_layout_from_the_files(tmp_path):
+    from mypt_lightning.data_prep.inspect import inspect_report
+
+    root = _write_mypt_dataset(tmp_path / "ds", GOLDEN["tool_weighted"], packed_block=64, weighted=True,
+                               metadata=TOOL_META)
+    report = inspect_report(root, show_samples=0)
+    header = str(getattr(report, "text", report)).splitlines()[0:3]
+    assert "packed (block 64), weighted mask, tokenizer gpt2" in header[0]
+    assert any("protocol: mypt_tool" in line for line in header)
