@@ -297,6 +297,30 @@ def get_profile(name: str | Profile | None = None, **options) -> Profile:
     return profile.with_options(**options) if options else profile
 
 
+def phase_from_path(path) -> int | None:
+    """The phase number in a model path such as ``runs/phase3_chat_sft/export`` (None: none)."""
+    import re
+
+    found = re.findall(r"phase([1-6])(?!b)", str(path).lower())
+    return int(found[-1]) if found else None
+
+
+def add_protocol_arguments(parser) -> None:
+    """--protocol and --phase of the inference tools (generate.py, chat.py)."""
+    parser.add_argument("--protocol", default="ours", choices=PROFILE_NAMES,
+                        help="prompt format the model was trained on: ours (default), mypt_chat "
+                             "(MyPT prepare_chat_sft.py), mypt_tool (MyPT prepare_tool_sft.py / agent)")
+    parser.add_argument("--phase", default=None,
+                        help="phase the model was trained in (1-6), for the default system prompt "
+                             "(default: taken from the model path, e.g. runs/phase3_chat_sft/...; else phase 1's)")
+
+
+def trained_system_prompt(profile: Profile, model_path, phase=None) -> str | None:
+    """The default system prompt of an inference tool: the profile's, for ``phase`` (or the
+    phase in ``model_path``)."""
+    return profile.default_system(phase if phase is not None else phase_from_path(model_path))
+
+
 def profile_from_metadata(meta: dict) -> Profile | None:
     """The profile a dataset was made with: our metadata's ``protocol`` entry, or a MyPT
     original's metadata (tool script: ``dataset_type`` "toolcall_sft"; chat script: its
@@ -325,5 +349,5 @@ def profile_from_metadata(meta: dict) -> Profile | None:
     return None
 
 
-__all__ = ["LEGACY_AGENTIC_PROMPT", "LEGACY_CONVERSATION_PROMPT", "NEWLINE_ID", "PROFILES", "PROFILE_NAMES",
+__all__ = ["add_protocol_arguments", "phase_from_path", "trained_system_prompt", "LEGACY_AGENTIC_PROMPT", "LEGACY_CONVERSATION_PROMPT", "NEWLINE_ID", "PROFILES", "PROFILE_NAMES",
            "Profile", "get_profile", "legacy_toolresult_text", "profile_from_metadata"]

@@ -424,3 +424,83 @@ def test_inspect_reads_the_layout_from_the_files(tmp_path):
     header = str(getattr(report, "text", report)).splitlines()[0:3]
     assert "packed (block 64), weighted mask, tokenizer gpt2" in header[0]
     assert any("protocol: mypt_tool" in line for line in header)
+
+
+# ============================================================================ inference: agent, tools
+
+
+class _Workspace:
+    def __init__(self):
+        self.calls = []
+
+    def call(self, name, arguments):
+        self.calls.append((name, arguments))
+        return {"documents": [{"doc_id": "d1", "title": "Intro"}]}
+
+
+def test_agent_under_mypt_tool_sends_the_controllers_prompts():
+    """Each model call gets exactly what core/agent/controller.py would build from the same
+    history ("\\n"-joined blocks, the toolcall as generated, json.dumps of the result)."""
+    from mypt_lightning.agent import AgentSession
+    from mypt_lightning.generation import TextPolicy, encode_with_tags
+    from mypt_lightning.tokenizer import get_tokenizer
+
+    call = '<myPT_toolcall>{"name": "workspace.search", "query": "ML"}</myPT_toolcall>'
+    policy = TextPolicy([call + "</myPT_assistant>", "Found Intro.</myPT_assistant>"])
+    workspace = _Workspace()
+    session = AgentSession(policy, workspace, "Tools: search.", profile="mypt_tool")
+    turn = session.ask("Find ML docs")
+    assert workspace.calls == [("workspace.search", {"query": "ML"})]
+    assert turn.answer == "Found Intro." and turn.clean_end
+    result = json.dumps(workspace.calls and {"documents": [{"doc_id": "d1", "title": "Intro"}]}, ensure_ascii=False)
+    parts = ["<myPT_system>Tools: search.</myPT_system>", "<myPT_user>Find ML docs</myPT_user>"]
+    first = "\n".join(parts + ["<myPT_assistant>"])
+    second = "\n".join(parts + [f"<myPT_assistant>{call}</myPT_assistant>",
+                                f"<myPT_toolresult>{result}</myPT_toolresult>", "<myPT_assistant>"])
+    tok = get_tokenizer()
+    assert policy.calls == [tok.decode(encode_with_tags(first)), tok.decode(encode_with_tags(second))]
+    # the transcript is the prefix of the mypt_tool training sequence of the same conversation
+    ids, _ = get_profile("mypt_tool").serialize({"system": "Tools: search.", "messages": session.messages})
+    assert session.tokens == ids[:len(session.tokens)] and ids[len(session.tokens):] == [EOT, 198]
+
+
+def test_agent_under_mypt_chat_multi_turn_has_no_eot_between_turns():
+    from mypt_lightning.agent import AgentSession
+    from mypt_lightning.generation import TextPolicy
+
+    policy = TextPolicy(["Hello!</myPT_assistant><myPT_eot>", "Fine.</myPT_assistant>"])
+    session = AgentSession(policy, None, LEGACY_CONVERSATION_PROMPT, profile="mypt_chat")
+    session.ask("Hi")
+    session.ask("How are you?")
+    # the second prompt: the chat SFT sequence of the conversation so far (one EOT per conversation)
+    ids, _ = get_profile("mypt_chat").serialize({"messages": session.messages})
+    assert session.tokens == ids[:-1]  # everything but the final <myPT_eot>
+    assert EOT not in session.tokens
+
+
+def test_trained_system_prompt_defaults():
+    from mypt_lightning.protocol_profiles import phase_from_path, trained_system_prompt
+    from mypt_lightning.system_prompts import AGENTIC_STANDARD_PROMPT, CHAT_SYSTEM_PROMPT, MINIMAL_SYSTEM_PROMPT
+
+    ours = get_profile()
+    assert phase_from_path("runs/phase3_chat_sft/export") == 3
+    assert phase_from_path("runs/phase1b_context_ext/export") is None
+    assert trained_system_prompt(ours, "runs/phase3_chat_sft/export") == CHAT_SYSTEM_PROMPT
+    assert trained_system_prompt(ours, "runs/phase6_agentic_rag/last.ckpt") == AGENTIC_STANDARD_PROMPT
+    assert trained_system_prompt(ours, "demo/model", phase=None) == MINIMAL_SYSTEM_PROMPT
+    assert trained_system_prompt(get_profile("mypt_chat"), "runs/phase6_x") == LEGACY_CONVERSATION_PROMPT
+    assert trained_system_prompt(get_profile("mypt_tool"), "m") == LEGACY_AGENTIC_PROMPT
+
+
+def test_gate_context_uses_the_profile():
+    from mypt_lightning.gates.base import GateContext
+    from mypt_lightning.tokenizer import get_tokenizer
+
+    class Case:
+        system = "Case system"
+        messages = [{"role": "user", "content": "Q"}]
+
+    tok = get_tokenizer()
+    ctx = GateContext(None, None, tok, "mypt_chat")
+    assert ctx.prompt(Case) == get_profile("mypt_chat").build_prompt(Case.messages, LEGACY_CONVERSATION_PROMPT)
+    assert GateContext(None, None, tok).prompt(Case) == get_profile().build_prompt(Case.messages, "Case system")
