@@ -152,8 +152,12 @@ class SFTDataModule(L.LightningDataModule):
         max_val_samples: int | None = None,
         val_batch_size: int | None = None,
         check_tokens: bool = False,
+        truncate: str = "head",
     ):
         super().__init__()
+        if truncate not in ("head", "tail"):
+            raise ValueError(f"data.truncate must be 'head' or 'tail', got {truncate!r}")
+        self.truncate = truncate  # an episode longer than block_size + 1 keeps its first/last tokens
         dataset_dir = None if dataset_dir is None else str(dataset_dir)
         data_mix = _plain(data_mix) if data_mix is not None else None
         eval_sets = {str(k): str(v) for k, v in (_plain(eval_sets) or {}).items()}
@@ -215,7 +219,8 @@ class SFTDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ datasets
     def _open(self, path: str, split: str) -> EpisodeDataset:
         dataset = EpisodeDataset(
-            path, split, max_length=self.block_size + 1, check_tokens=self.check_tokens, check_samples=True
+            path, split, max_length=self.block_size + 1, check_tokens=self.check_tokens, check_samples=True,
+            truncate=self.truncate,
         )
         if dataset.packed:
             if dataset.block_size is not None and dataset.block_size > self.block_size + 1:

@@ -226,7 +226,8 @@ class EpisodeDataset(Dataset):
 
     Returns numpy arrays: ``tokens`` (L,) int64, ``weights`` (L,) float32 (mask_weighted.bin if
     present, else mask.bin), ``segment_ids`` (L,) int64 for packed datasets else None. With
-    ``max_length`` a longer sample keeps its first ``max_length`` tokens.
+    ``max_length`` a longer sample keeps its first ``max_length`` tokens (``truncate="tail"``:
+    its last ones, as the original MyPT packer did).
 
     Memory maps are opened lazily per process (and dropped when pickled), so the dataset can
     be sent to DataLoader workers with any start method.
@@ -240,9 +241,13 @@ class EpisodeDataset(Dataset):
         check_tokens: bool = True,
         vocab_size: int = TOKENIZER_VOCAB_SIZE,
         check_samples: bool = False,
+        truncate: str = "head",
     ):
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
+        if truncate not in ("head", "tail"):
+            raise ValueError(f"truncate must be 'head' or 'tail', got {truncate!r}")
+        self.truncate = truncate
         self.dataset_dir, self.split = resolve_split(path, split)
         self.split_dir = self.dataset_dir / self.split
         self.max_length = max_length
@@ -359,8 +364,10 @@ class EpisodeDataset(Dataset):
             raise IndexError(f"sample {i} out of range for {n} samples in {self.split_dir}")
         shard_id = int(np.searchsorted(self._offsets, i, side="right")) - 1
         start, length = (int(v) for v in self._shards[shard_id].index[i - int(self._offsets[shard_id])])
-        if self.max_length is not None:
-            length = min(length, self.max_length)
+        if self.max_length is not None and length > self.max_length:
+            if self.truncate == "tail":
+                start += length - self.max_length
+            length = self.max_length
         tokens, weights, segments = self._arrays(shard_id)
         end = start + length
         sample = {

@@ -36,9 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", default=None, metavar="DIR",
                         help="workspace folder (its docs/ subfolder is used if present; default: the bundled one)")
     parser.add_argument("--system", default=None,
-                        help="system prompt (default: the chat prompt, or the agentic one with --agent)")
+                        help="system prompt (default: the one the model was trained with: the tier of --phase or of "
+                             "the phase in the model path, the chat prompt otherwise, the agentic one with --agent; "
+                             "with --protocol mypt_chat/mypt_tool the original MyPT default; \"\" for none)")
     parser.add_argument("--show_think", action="store_true", help="show the model's <myPT_think> blocks")
     parser.add_argument("--max_steps", type=int, default=6, help="model calls per turn with --agent (default 6)")
+    from mypt_lightning.tokens.protocol_profiles import add_protocol_arguments
+
+    add_protocol_arguments(parser)
     add_sampling_arguments(parser, temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.1, max_new_tokens=512)
     return parser
 
@@ -47,16 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mypt_lightning.inference.agent import CHAT_HELP, AgentSession, chat_loop, open_workspace
     from mypt_lightning.inference.generation import ModelPolicy, load_inference_model, sampling_from_args
+    from mypt_lightning.tokens.protocol_profiles import get_profile, phase_from_path, trained_system_prompt
     from mypt_lightning.tokens.system_prompts import AGENTIC_STANDARD_PROMPT, CHAT_SYSTEM_PROMPT
 
     try:
         sampling = sampling_from_args(args)
         workspace = open_workspace(args.workspace) if args.agent else None
         model = load_inference_model(args.model, args.device, args.dtype)
-        system = args.system if args.system is not None else (AGENTIC_STANDARD_PROMPT if args.agent
-                                                              else CHAT_SYSTEM_PROMPT)
+        profile = get_profile(args.protocol)
+        if args.system is not None:
+            system = args.system
+        elif profile.legacy or args.phase is not None or phase_from_path(args.model) is not None:
+            system = trained_system_prompt(profile, args.model, args.phase)
+        else:
+            system = AGENTIC_STANDARD_PROMPT if args.agent else CHAT_SYSTEM_PROMPT
         session = AgentSession(ModelPolicy(model, sampling), workspace, system or None,
-                               max_steps=args.max_steps if args.agent else 2, max_new_tokens=args.max_new_tokens)
+                               max_steps=args.max_steps if args.agent else 2, max_new_tokens=args.max_new_tokens,
+                               profile=profile)
     except (UserError, ValueError) as exc:
         print(f"chat.py: {exc}", file=sys.stderr)
         return 2

@@ -5,10 +5,16 @@
         --prompt "<myPT_system>You are MyPT.</myPT_system><myPT_user>Say hello.</myPT_user><myPT_assistant>"
     python tools/generate.py --model PATH --system "You are MyPT." --user "Say hello."
     python tools/generate.py --model PATH --user "Wie viel kostet ein Hotel?" --context "$(cat doc.txt)"
+    python tools/generate.py --model OLD_MYPT_CHECKPOINT --protocol mypt_chat --user "Hi"
 
 --prompt is a raw string in which tag text ("<myPT_user>", ...) becomes the tag tokens.
 --system/--user/--context build the prompt with the wire protocol (the same serializer
-that builds the training data; it ends with <myPT_assistant>). The generated text is
+that builds the training data; it ends with <myPT_assistant>). Without --system the prompt
+carries the system prompt the model was trained with: the tier of --phase (or of the phase
+named in the model path; phase 1's "You are MyPT." otherwise), or with --protocol
+mypt_chat/mypt_tool the original MyPT default; --system "" sends none. --protocol mypt_chat
+/ mypt_tool build the prompt as the original MyPT scripts did and also stop at
+</myPT_assistant>. The generated text is
 streamed to stdout with tags shown as text; a one-line summary (tokens, stop reason,
 speed) goes to stderr. Greedy by default; --temperature/--top_k/--top_p/
 --repetition_penalty/--seed sample. Generation stops at <myPT_eot> (and <|endoftext|>),
@@ -37,11 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="raw prompt text; tag strings become tag tokens")
     src.add_argument("--user", help="the user message (the prompt is built with the protocol)")
-    parser.add_argument("--system", default=None, help="system prompt for --user (none by default)")
+    parser.add_argument("--system", default=None,
+                        help="system prompt for --user (default: the one the model was trained with; \"\" for none)")
     parser.add_argument("--context", default=None, help="<myPT_user_context> for --user")
     parser.add_argument("--stop_at_assistant_close", action="store_true", help="also stop at </myPT_assistant>")
     parser.add_argument("--no_stream", action="store_true", help="print the text at the end instead of streaming")
     parser.add_argument("--show_prompt", action="store_true", help="print the prompt (as text) before the output")
+    from mypt_lightning.tokens.protocol_profiles import add_protocol_arguments
+
+    add_protocol_arguments(parser)
     add_sampling_arguments(parser)
     return parser
 
@@ -53,11 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from mypt_lightning.inference.generation import IncrementalDecoder, encode_with_tags, generate, load_inference_model
     from mypt_lightning.inference.generation import sampling_from_args
-    from mypt_lightning.tokens.protocol import EpisodeError, build_prompt
+    from mypt_lightning.tokens.protocol import EpisodeError
+    from mypt_lightning.tokens.protocol_profiles import get_profile, trained_system_prompt
     from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     try:
-        config = sampling_from_args(args, stop_at_assistant_close=args.stop_at_assistant_close)
+        profile = get_profile(args.protocol)
+        extra = {"stop_ids": profile.stop_ids(args.stop_at_assistant_close)} if profile.legacy else {}
+        config = sampling_from_args(args, stop_at_assistant_close=args.stop_at_assistant_close, **extra)
         tok = get_tokenizer()
         if args.prompt is not None:
             prompt = encode_with_tags(args.prompt, tok)
@@ -65,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             message = {"role": "user", "content": args.user}
             if args.context:
                 message["context"] = args.context
-            prompt = build_prompt([message], system=args.system, tokenizer=tok)
+            system = args.system if args.system is not None else trained_system_prompt(profile, args.model, args.phase)
+            prompt = profile.build_prompt([message], system=system or None, tokenizer=tok)
         model = load_inference_model(args.model, args.device, args.dtype)
         if args.show_prompt:
             print(tok.decode(prompt), flush=True)

@@ -3,7 +3,8 @@
 
     python tools/prepare_sft.py --input A.jsonl [--input B.jsonl ...] --output_dir DIR \\
         [--val_split 0.05] [--enable_packing --pack_block_size 4096] [--pack_by_field _meta.operator] \\
-        [--weighted_mask] [--on-error stop|skip] [--truncate_long]
+        [--weighted_mask] [--on-error stop|skip] [--truncate head|tail] \\
+        [--protocol ours|mypt_chat|mypt_tool [--system_prompt TEXT | --no_system_prompt] [--enable_rag_tags]]
 
 Every record is validated against the episode schema and serialized by the one wire
 protocol (tags by id, content as plain text): assistant content trains, everything else is
@@ -17,7 +18,14 @@ train/val overlap of user messages and of operator payloads (_meta.payload).
 
 Packing: best-fit decreasing, at most 255 episodes per block, segment ids keep episodes
 apart. An episode longer than the block (or --max_length when unpacked) is rejected and
-counted, or cut to the limit with --truncate_long.
+counted, or cut to the limit with --truncate head (keep the first tokens; also --truncate_long)
+or --truncate tail (keep the last ones, as MyPT's packer did); the summary names cut episodes.
+
+Legacy MyPT data: --protocol mypt_chat writes what scripts/sft/prepare_chat_sft.py wrote
+(its fixed system prompt unless --system_prompt/--no_system_prompt, one <myPT_eot> per
+conversation, context/think/cite only with --enable_rag_tags), --protocol mypt_tool what
+prepare_tool_sft.py wrote ("\\n" after every block); packed legacy blocks pad with <myPT_eot>.
+See docs/coming_from_mypt.md.
 
 Bad records are reported as FILE:LINE: FIELD: REASON. Default: stop before writing
 anything; --on-error skip skips and counts them. A full disk or an unwritable output is one
@@ -54,6 +62,18 @@ def build_parser():
     p.add_argument("--truncate_long", action="store_true",
                    help="cut episodes longer than the limit to the limit instead of rejecting them "
                         "(rejected/truncated episodes are counted in the summary and the metadata)")
+    p.add_argument("--truncate", choices=("head", "tail"), default=None,
+                   help="cut episodes longer than the limit instead of rejecting them: head keeps the first "
+                        "tokens (= --truncate_long), tail the last ones (the original MyPT packer's choice)")
+    p.add_argument("--protocol", default="ours", choices=("ours", "mypt_chat", "mypt_tool"),
+                   help="serialization: ours (default), or a legacy MyPT script's: mypt_chat "
+                        "(prepare_chat_sft.py), mypt_tool (prepare_tool_sft.py)")
+    p.add_argument("--system_prompt", metavar="TEXT", default=None,
+                   help="legacy profiles: the system prompt of every episode (mypt_chat default: \"You are MyPT.\"; "
+                        "mypt_tool default: each record's own)")
+    p.add_argument("--no_system_prompt", action="store_true", help="legacy profiles: no system block")
+    p.add_argument("--enable_rag_tags", action="store_true",
+                   help="mypt_chat: serialize user context, think, cite and assistant_context (mypt_tool always does)")
     p.add_argument("--weighted_mask", action="store_true",
                    help="also write mask_weighted.bin with the docs/design.md section 1 weights "
                         "(content 1.0, think/cite tags 1.5, </myPT_assistant>, <myPT_eot>, toolcall tags 2.0)")
@@ -82,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             pack_by_field=args.pack_by_field, weighted=args.weighted_mask, on_error=args.on_error,
             truncate_long=args.truncate_long, split_by_fields=args.split_by_field,
             overlap_fields=args.overlap_field if args.overlap_field is not None else list(DEFAULT_OVERLAP_FIELDS),
-            num_workers=args.num_workers, overwrite=args.overwrite,
+            num_workers=args.num_workers, overwrite=args.overwrite, truncate=args.truncate,
+            protocol=args.protocol, system_prompt=args.system_prompt, no_system_prompt=args.no_system_prompt,
+            rag_tags=args.enable_rag_tags,
             progress=False if args.no_progress else None, command=cli.command_line(argv))
         result = prepare_sft(cfg)
         print(result.summary)

@@ -10,6 +10,9 @@ them; no special id inside content), mask_direction (assistant trained, everythi
 not), mask_alignment (each tag its own weight; catches a mask shifted by one), segment_ids
 (packed blocks numbered 1..k, padding only at the end), eot_trained (every conversation
 ends with a trained <myPT_eot>). A failure names the split, sample and position.
+Datasets written by the original MyPT scripts (or prepare_sft --protocol mypt_chat/mypt_tool)
+are checked against that layout (<myPT_eot> padding, "\\n" between tool blocks); the profile
+comes from the metadata, or give it with --protocol.
 Exit status: 0 all checks passed, 1 a check failed, 2 bad arguments.
 """
 
@@ -27,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", "--dataset_dir", dest="dataset", required=True, metavar="DIR")
     p.add_argument("--max_samples", type=int, metavar="N", help="check only the first N samples of each split")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--protocol", choices=("ours", "mypt_chat", "mypt_tool"), default=None,
+                   help="the serialization the dataset was made with (default: from its metadata, else ours)")
     args = p.parse_args(argv)
 
     def go() -> int:
@@ -36,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not Path(args.dataset).is_dir():
             raise UserError(f"{args.dataset} is not a directory")
-        results = validate_dataset(args.dataset, max_samples=args.max_samples)
+        results = validate_dataset(args.dataset, max_samples=args.max_samples, protocol=args.protocol)
         print(format_results(results))
         if args.json:
             write_json_atomic(args.json, summary_dict(results))

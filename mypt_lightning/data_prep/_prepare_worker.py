@@ -5,7 +5,7 @@ serialize with ``protocol.serialize_episode`` (content as plain text, tags by id
 message containing "<myPT_eot>" can never become a special id), apply the length limit,
 and collect the keys the split needs. The result is a few flat numpy arrays, cheap to send
 back to the parent process: token ids as uint16 (the vocabulary has 50304 rows) and loss
-weights as uint8 codes of ``2 * weight`` (every docs/design.md section 1 weight is a multiple of 0.5),
+weights as uint8 codes of ``2 * weight`` (every DESIGN.md 3 weight is a multiple of 0.5),
 3 bytes per token instead of 8.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mypt_lightning.tokens.protocol import EpisodeError, serialize_episode
+from mypt_lightning.tokens.protocol import EpisodeError
 
 from .jsonl import get_field, is_blank, parse_line
 from .split import field_keys, user_keys
@@ -24,13 +24,16 @@ _STATE: dict[str, Any] = {}
 
 
 def init_worker(options: dict[str, Any]) -> None:
-    """Pool initializer: ``options`` = weighted, max_length, truncate, pack_by_field,
-    split_by_fields, overlap_fields."""
+    """Pool initializer: ``options`` = weighted, max_length, truncate (None/"head"/"tail"),
+    profile (protocol_profiles.Profile; default ours), pack_by_field, split_by_fields, overlap_fields."""
+    from mypt_lightning.tokens.protocol_profiles import get_profile
+
     from mypt_lightning.tokens.tokenizer import get_tokenizer
 
     _STATE.clear()
     _STATE.update(options)
     _STATE["tokenizer"] = get_tokenizer()
+    _STATE["profile"] = get_profile(_STATE.get("profile"))
 
 
 def init_pool_worker(options: dict[str, Any], parent_pid: int) -> None:
@@ -72,13 +75,15 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
     groups: list[str | None] = []
     errors: list[tuple[str, str, str]] = []
     too_long: list[tuple[int, int]] = []
+    cut: list[tuple[int, int]] = []
+    serialize = opts["profile"].serialize
     truncated = replay = 0
 
     for number, line in lines:
         where = f"{path}:{number}"
         try:
             record = parse_line(line, where, validate=False)
-            ids, ws = serialize_episode(record, weighted, tok, where=where)  # validates
+            ids, ws = serialize(record, weighted, tok, where=where)  # validates
         except EpisodeError as exc:
             errors.append((exc.where, exc.field, exc.reason))
             continue
@@ -87,8 +92,9 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
             if not truncate:
                 too_long.append((number, n))
                 continue
-            ids, ws = ids[:limit], ws[:limit]
+            ids, ws = (ids[-limit:], ws[-limit:]) if truncate == "tail" else (ids[:limit], ws[:limit])
             truncated += 1
+            cut.append((number, n))
         replay += record.get("_replay") is True
         tokens.extend(ids)
         weights.extend(ws)
@@ -110,7 +116,7 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
     u64 = np.uint64
     token_array = np.fromiter(tokens, dtype=np.uint16, count=len(tokens))  # ids < 50304 < 2**16
     weight_array = np.array(weights, dtype=np.float32)
-    codes = (weight_array * 2).astype(np.uint8)  # docs/design.md section 1 weights are multiples of 0.5
+    codes = (weight_array * 2).astype(np.uint8)  # DESIGN.md 3 weights are multiples of 0.5
     if not np.array_equal(codes * np.float32(0.5), weight_array):
         raise RuntimeError("a loss weight is not a multiple of 0.5; the scratch encoding cannot hold it")
     return {
@@ -123,6 +129,7 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
         "groups": groups,
         "errors": errors,
         "too_long": too_long,
+        "cut": cut,
         "truncated": truncated,
         "replay": replay,
         "records": len(lines),

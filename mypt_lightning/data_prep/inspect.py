@@ -94,9 +94,15 @@ def inspect_report(dataset_dir: str | Path, *, show_samples: int = 5, splits: li
     tok = get_tokenizer()
     meta = load_metadata(root)
     raw = meta.raw
-    lines = [f"dataset {root}: {'packed (block ' + str(meta.block_size) + ')' if meta.packed else 'unpacked'}, "
-             f"{'weighted' if meta.weighted else 'binary'} mask, tokenizer {raw.get('tokenizer')}",
-             f"created by: {raw.get('command') or '(unknown command)'}"]
+    packed, weighted, block_size = _layout(root, meta, splits or list_splits(root))
+    lines = [f"dataset {root}: {'packed (block ' + str(block_size) + ')' if packed else 'unpacked'}, "
+             f"{'weighted' if weighted else 'binary'} mask, tokenizer {raw.get('tokenizer') or _tokenizer_name(root)}",
+             f"created by: {raw.get('command') or _legacy_script(raw) or '(unknown command)'}"]
+    from mypt_lightning.tokens.protocol_profiles import profile_from_metadata
+
+    profile = profile_from_metadata(raw)
+    if profile is not None and profile.legacy:
+        lines.append(f"protocol: {profile.name} (a MyPT legacy serialization; validate with --protocol {profile.name})")
     sources = raw.get("sources")
     for source in sources if isinstance(sources, list) else []:
         if isinstance(source, dict):
@@ -153,3 +159,47 @@ def inspect_report(dataset_dir: str | Path, *, show_samples: int = 5, splits: li
             lines += ["", f"--- {split} {label} ({tokens.size} tokens, {int(np.count_nonzero(weights))} trained)",
                       highlight(tokens, weights, tok, color)]
     return InspectReport("\n".join(lines), problems)
+
+
+def _layout(root: Path, meta, splits: list[str]) -> tuple[bool, bool, int | None]:
+    """Packed?, weighted?, block size: from the files (segment_ids.bin, mask_weighted.bin, the
+    index) as the reader sees them; a MyPT original's metadata does not say."""
+    from data_modules.episode_format import DatasetFormatError
+    from data_modules.episode_reader import EpisodeDataset
+
+    for split in splits:
+        try:
+            ds = EpisodeDataset(root, split=split, check_tokens=False)
+        except (DatasetFormatError, OSError, ValueError):  # the split loop below reports it
+            continue
+        return ds.packed, ds.weighted, ds.block_size
+    return meta.packed, meta.weighted, meta.block_size
+
+
+def _tokenizer_name(root: Path) -> str | None:
+    """Name of the tokenizer in tokenizer_state.json (MyPT: ``token_kind`` "gpt2" = r50k_base + its tags)."""
+    from mypt_lightning.errors import UserError
+    from mypt_lightning.jsonio import loads_strict
+
+    path = root / "tokenizer_state.json"
+    try:
+        state = loads_strict(path.read_bytes(), str(path))
+    except (OSError, UserError):  # missing or broken: validate's tokenizer check names it
+        return None
+    if not isinstance(state, dict):
+        return None
+    name = state.get("name") or state.get("tokenizer")
+    if name:
+        return str(name)
+    if state.get("token_kind") == "gpt2":
+        return "gpt2 (MyPT tokenizer state: r50k_base + the 19 MyPT tags)"
+    return None
+
+
+def _legacy_script(raw: dict) -> str | None:
+    lineage = raw.get("lineage")
+    context = lineage.get("creation_context") if isinstance(lineage, dict) else None
+    if isinstance(context, dict) and context.get("script"):
+        return f"{context['script']} (MyPT)"
+    return None
+

@@ -15,7 +15,14 @@ Pipeline (two passes over the input; memory grows with the episode count, never 
     report  counts, packing fill, supervised fraction, overlap -> dataset_metadata.json + summary
 
 Too-long episodes (more tokens than the block, or than ``max_length`` unpacked) are
-rejected and counted (default) or truncated to the limit (``truncate_long``).
+rejected and counted (default) or cut to the limit: ``truncate="head"`` keeps the first
+tokens (``truncate_long``), ``"tail"`` the last ones (what the original MyPT packer did);
+the summary and the metadata name the cut episodes (FILE:LINE).
+
+``protocol`` selects the serializer (protocol_profiles.py): ``ours`` (default) or a legacy
+MyPT profile (``mypt_chat`` with ``system_prompt``/``no_system_prompt``/``rag_tags``,
+``mypt_tool``); legacy packed blocks are padded with <myPT_eot> at weight 0, as the
+originals did.
 
 Nothing is left behind: every way out (an error, a full disk, SIGTERM and Ctrl-C, which the
 command line turns into exceptions) removes the scratch folder ``.NAME.scratch-<host>-<pid>-*``
@@ -74,6 +81,24 @@ class PrepareConfig:
     overwrite: bool = False
     progress: bool | None = None  # None: only on a terminal
     command: str | None = None
+    truncate: str | None = None  # "head" | "tail"; None: truncate_long decides ("head") or reject
+    protocol: str = "ours"
+    system_prompt: str | None = None  # legacy profiles only
+    no_system_prompt: bool = False
+    rag_tags: bool = False
+
+    def truncation(self) -> str | None:
+        """"head", "tail" or None (reject)."""
+        return self.truncate or ("head" if self.truncate_long else None)
+
+    def profile(self):
+        from mypt_lightning.tokens.protocol_profiles import get_profile
+
+        options = {}
+        if self.system_prompt is not None or self.no_system_prompt or self.rag_tags:
+            options = {"system_prompt": self.system_prompt, "no_system_prompt": self.no_system_prompt,
+                       "rag_tags": self.rag_tags or None}
+        return get_profile(self.protocol, **options)
 
 
 @dataclass
@@ -105,6 +130,7 @@ class _Store:
         self.replay = self.truncated = self.records = 0
         self.too_long: list[str] = []
         self.too_long_count = 0
+        self.cut: list[str] = []  # FILE:LINE of truncated episodes (the first MAX_EXAMPLES)
 
     def add(self, source: int, path: str, result: dict[str, Any]) -> None:
         self._tokens.write(result["tokens"].tobytes())
@@ -129,6 +155,9 @@ class _Store:
         for number, n in result["too_long"]:
             if len(self.too_long) < MAX_EXAMPLES:
                 self.too_long.append(f"{path}:{number}: {n} tokens")
+        for number, n in result.get("cut", ()):
+            if len(self.cut) < MAX_EXAMPLES:
+                self.cut.append(f"{path}:{number}: {n} tokens")
 
     def finish(self) -> None:
         self._tokens.close()
@@ -216,7 +245,7 @@ def _pass1(cfg: PrepareConfig, paths: list[Path], store: _Store, errors: ErrorLo
            digests: list[str], workers: int) -> None:
     from tqdm import tqdm
 
-    options = {"weighted": cfg.weighted, "max_length": limit, "truncate": cfg.truncate_long,
+    options = {"weighted": cfg.weighted, "max_length": limit, "truncate": cfg.truncation(), "profile": cfg.profile(),
                "pack_by_field": cfg.pack_by_field, "split_by_fields": list(cfg.split_by_fields),
                "overlap_fields": list(cfg.overlap_fields)}
     total = sum(p.stat().st_size for p in paths)
@@ -272,8 +301,14 @@ def _check_config(cfg: PrepareConfig) -> int | None:
         raise UserError("--pack_by_field needs --enable_packing")
     if cfg.num_workers is not None and cfg.num_workers < 1:
         raise UserError(f"--num_workers must be >= 1, got {cfg.num_workers}")
-    if cfg.truncate_long and not cfg.packing and cfg.max_length is None:
-        raise UserError("--truncate_long needs a limit: --enable_packing (block size) or --max_length")
+    if cfg.truncate not in (None, "head", "tail"):
+        raise UserError(f"--truncate must be head or tail, got {cfg.truncate!r}")
+    if cfg.truncate_long and cfg.truncate == "tail":
+        raise UserError("--truncate_long keeps the head; it contradicts --truncate tail")
+    if cfg.truncation() and not cfg.packing and cfg.max_length is None:
+        flag = "--truncate_long" if cfg.truncate is None else "--truncate"
+        raise UserError(f"{flag} needs a limit: --enable_packing (block size) or --max_length")
+    cfg.profile()  # an unknown protocol or options it does not take: named before anything runs
     out = Path(cfg.output_dir)
     if (out.exists() or out.is_symlink()) and not cfg.overwrite:
         raise UserError(f"output {out} already exists; pass --overwrite to replace it (atomically)")

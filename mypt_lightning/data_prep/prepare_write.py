@@ -30,7 +30,8 @@ def _write_unpacked(split_writer, store, idx: np.ndarray, bar) -> dict[str, Any]
     return {}
 
 
-def _write_packed(split_writer, store, idx: np.ndarray, block_size: int, by_group: bool, bar) -> dict[str, Any]:
+def _write_packed(split_writer, store, idx: np.ndarray, block_size: int, by_group: bool, bar,
+                  pad_id: int | None = None) -> dict[str, Any]:
     from data_modules.packing import build_packed_block, pack_best_fit_decreasing
 
     if by_group:
@@ -42,7 +43,8 @@ def _write_packed(split_writer, store, idx: np.ndarray, block_size: int, by_grou
     blocks_total, per_block = 0, []
     for subset in subsets:
         for block in pack_best_fit_decreasing(store.lengths[subset], block_size, MAX_PER_BLOCK):
-            tokens, weights, segments = build_packed_block(store.episodes(subset[block].tolist()), block_size)
+            pad = {} if pad_id is None else {"pad_id": pad_id}
+            tokens, weights, segments = build_packed_block(store.episodes(subset[block].tolist()), block_size, **pad)
             split_writer.add_block(tokens, weights, segments)
             per_block.append(len(block))
             blocks_total += 1
@@ -75,7 +77,9 @@ def write_dataset(cfg, store, split, overlap_report: dict, sources: list[dict], 
                 disable = None if cfg.progress is None else not cfg.progress
                 with tqdm(total=idx.size, unit="ep", desc=f"write {name}", disable=disable, leave=False) as bar:
                     if cfg.packing:
-                        stats = _write_packed(split_writer, store, idx, cfg.block_size, bool(cfg.pack_by_field), bar)
+                        profile = cfg.profile()
+                        stats = _write_packed(split_writer, store, idx, cfg.block_size, bool(cfg.pack_by_field), bar,
+                                              pad_id=profile.pad_id if profile.legacy else None)
                     else:
                         stats = _write_unpacked(split_writer, store, idx, bar)
                 real = int(store.lengths[idx].sum(dtype=np.int64))
@@ -92,7 +96,11 @@ def write_dataset(cfg, store, split, overlap_report: dict, sources: list[dict], 
 
 def _extra_metadata(cfg, store, split, overlap_report, errors, limit, split_stats) -> dict[str, Any]:
     names = list(split_stats)
-    return {
+    extra = {}
+    profile = cfg.profile()
+    if profile.legacy:  # recorded only when not the default, so default metadata stays as it was
+        extra["protocol"] = {**profile.options(), "pad_id": profile.pad_id}
+    return extra | {
         "created_by": "mypt_lightning.data_prep.prepare",
         "weight_scheme": "weighted (docs/design.md section 1)" if cfg.weighted else "binary (1 where docs/design.md section 1 weight > 0)",
         "counts": {"records": store.records, "episodes": store.num, "replay_episodes": store.replay,
@@ -106,9 +114,10 @@ def _extra_metadata(cfg, store, split, overlap_report, errors, limit, split_stat
                                                             "episodes_per_block_max")} for n in names}}
                     if cfg.packing else None),
         "split_stats": split_stats,
-        "length_limit": {"tokens": limit, "policy": "truncate" if cfg.truncate_long else "reject",
+        "length_limit": {"tokens": limit, "policy": {None: "reject", "head": "truncate",
+                                                     "tail": "truncate_tail"}[cfg.truncation()],
                          "rejected": store.too_long_count, "truncated": store.truncated,
-                         "examples": store.too_long},
+                         "examples": store.too_long, **({"truncated_examples": store.cut} if store.cut else {})},
         "errors": errors.to_dict(),
         "val_split": {"fraction": cfg.val_split, "seed": cfg.seed,
                       "method": "by conversation: episodes sharing a normalised user message (or a "
@@ -135,6 +144,9 @@ def summarize(cfg, metadata: dict[str, Any], elapsed: float, workers: int) -> st
         lines.append(f"       bad: {example}")
     for example in metadata["length_limit"]["examples"][:3]:
         lines.append(f"       too long (limit {metadata['length_limit']['tokens']}): {example}")
+    kept = "last" if metadata["length_limit"]["policy"] == "truncate_tail" else "first"
+    for example in metadata["length_limit"].get("truncated_examples", [])[:3]:
+        lines.append(f"       cut to the {kept} {metadata['length_limit']['tokens']} tokens: {example}")
     vs = metadata["val_split"]
     lines.append(f"split  train {c['train_episodes']} / val {c.get('val_episodes', 0)} episodes "
                  f"(val_split {vs['fraction']}, seed {vs['seed']}, {vs['groups']} conversation groups)")
@@ -154,6 +166,8 @@ def summarize(cfg, metadata: dict[str, Any], elapsed: float, workers: int) -> st
                      f"{st['episodes_per_block_mean']:.1f} episodes/block (max {st['episodes_per_block_max']})")
         lines.append(line)
     rate = c["episodes"] / elapsed if elapsed > 0 else 0.0
+    if "protocol" in metadata:
+        lines.append(f"protocol {metadata['protocol']['name']} (legacy MyPT serialization)")
     lines.append(f"wrote  {cfg.output_dir} ({'packed' if cfg.packing else 'unpacked'}, "
                  f"{'weighted' if cfg.weighted else 'binary'} mask) in {elapsed:.1f} s "
                  f"({rate:,.0f} episodes/s, {workers} worker{'s' if workers != 1 else ''})")

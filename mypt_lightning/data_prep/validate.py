@@ -17,6 +17,14 @@ the split, the sample and the position.
 
 Episodes are walked tag by tag with the grammar of the serializer; text between two tags
 is checked as one numpy slice, so a dataset of millions of tokens takes seconds.
+
+Legacy MyPT datasets (``protocol`` mypt_chat / mypt_tool, given or detected from the
+metadata, see protocol_profiles.profile_from_metadata) are checked against their own
+layout: packed padding is <myPT_eot> at weight 0, mypt_tool has a "\n" token (weight 0)
+after every block and after the final <myPT_eot>, and a packed episode that fills a whole
+block may start mid-conversation (the original packer kept the last block_size tokens of a
+long episode): its cut beginning, up to the first closed top-level block, is not checked.
+Everything else (tags out of place, shifted masks, untrained stops) fails as usual.
 """
 
 from __future__ import annotations
@@ -86,8 +94,11 @@ def _name(t: int) -> str:
     return ID_TO_SPECIAL.get(int(t), "<|endoftext|>" if t == ENDOFTEXT_ID else str(int(t)))
 
 
-def walk_episode(tokens: np.ndarray) -> EpisodeWalk:
-    """Expected weights of an episode's tokens, and its grammar errors."""
+def walk_episode(tokens: np.ndarray, separators: tuple[int, ...] = ()) -> EpisodeWalk:
+    """Expected weights of an episode's tokens, and its grammar errors. ``separators``: ids
+    allowed (at weight 0) between top-level blocks (mypt_tool's "\\n")."""
+    if separators:
+        return _walk_with_separators(tokens, separators)
     n = tokens.size
     expected = np.zeros(n, dtype=np.float32)
     tag_pos = np.flatnonzero(tokens >= ENDOFTEXT_ID)
@@ -130,6 +141,39 @@ def walk_episode(tokens: np.ndarray) -> EpisodeWalk:
     return EpisodeWalk(expected, is_tag, errors, False, complete)
 
 
+def _walk_with_separators(tokens: np.ndarray, separators: tuple[int, ...]) -> EpisodeWalk:
+    """walk_episode of the episode without the separator tokens that directly follow a closed
+    top-level block (or <myPT_eot>); those get weight 0 and are tags for the checks."""
+    sep = np.isin(tokens, np.array(separators, dtype=tokens.dtype))
+    closers = np.isin(tokens, np.array([S_, U_, AC_, TR_, A_, EOT], dtype=tokens.dtype))
+    after_closer = np.zeros(tokens.size, dtype=bool)
+    after_closer[1:] = closers[:-1]
+    drop = sep & after_closer
+    keep = ~drop
+    inner = walk_episode(tokens[keep])
+    expected = np.zeros(tokens.size, dtype=np.float32)
+    expected[keep] = inner.expected
+    is_tag = np.ones(tokens.size, dtype=bool)
+    is_tag[keep] = inner.is_tag
+    return EpisodeWalk(expected, is_tag, inner.errors, inner.replay, inner.complete)
+
+
+_TOP_CLOSERS = (S_, U_, AC_, TR_, A_)
+
+
+def _cut_start(tokens: np.ndarray, separators: tuple[int, ...]) -> int:
+    """Where a tail-truncated episode's first whole top-level block starts (0: not cut)."""
+    if tokens.size == 0 or int(tokens[0]) in (S, U) or not np.any(tokens >= ENDOFTEXT_ID):
+        return 0
+    closers = np.flatnonzero(np.isin(tokens, np.array(_TOP_CLOSERS, dtype=tokens.dtype)))
+    if closers.size == 0:
+        return tokens.size
+    k = int(closers[0]) + 1
+    while k < tokens.size and (int(tokens[k]) == EOT or int(tokens[k]) in separators):
+        k += 1
+    return k
+
+
 def iter_episodes(ds, max_samples: int | None = None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """``(sample, episode_in_sample, tokens, weights)``; packed blocks are cut at segment changes."""
     count = len(ds) if max_samples is None else min(len(ds), max_samples)
@@ -152,7 +196,7 @@ def sample_episodes(sample: dict) -> Iterator[tuple[int, np.ndarray, np.ndarray]
 
 
 def _check_segments(result: CheckResult, where: str, tokens: np.ndarray, weights: np.ndarray,
-                    segments: np.ndarray) -> None:
+                    segments: np.ndarray, pad_id: int = PAD_ID) -> None:
     result.checked += 1
     nonzero = np.flatnonzero(segments)
     if nonzero.size == 0:
@@ -165,8 +209,8 @@ def _check_segments(result: CheckResult, where: str, tokens: np.ndarray, weights
     if segments[0] != 1 or np.any((changes != 0) & (changes != 1)):
         return result.fail(where, f"segment ids are not 1, 2, 3, ... in order (start {int(segments[0])})")
     pad = slice(last + 1, None)
-    if np.any(tokens[pad] != PAD_ID) or np.any(weights[pad] != 0):
-        return result.fail(where, "padding is not <|endoftext|> with weight 0")
+    if np.any(tokens[pad] != pad_id) or np.any(weights[pad] != 0):
+        return result.fail(where, f"padding is not {_name(pad_id)} with weight 0")
 
 
 def check_tokenizer_state(dataset_dir: str | Path) -> None:
@@ -189,8 +233,12 @@ def check_tokenizer_state(dataset_dir: str | Path) -> None:
         raise DatasetFormatError(path, f"malformed field ({exc}); {remake}") from None
 
 
-def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None) -> list[CheckResult]:
-    """Run every check; returns one result per name in CHECKS."""
+def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None,
+                     protocol: str | None = None) -> list[CheckResult]:
+    """Run every check; returns one result per name in CHECKS. ``protocol``: the profile the
+    dataset was made with (None: from its metadata, else ours)."""
+    from mypt_lightning.tokens.protocol_profiles import get_profile, profile_from_metadata
+
     from data_modules.episode_format import DatasetFormatError, find_shard_dirs, list_splits, load_metadata
     from data_modules.episode_reader import EpisodeDataset
 
@@ -222,6 +270,8 @@ def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None) ->
             integrity.fail(str(root), str(exc))
     limit = meta.get("length_limit")
     truncation_expected = isinstance(limit, dict) and bool(limit.get("truncated"))
+    profile = get_profile(protocol) if protocol is not None else (profile_from_metadata(meta) or get_profile())
+    tail_cut = isinstance(limit, dict) and limit.get("policy") == "truncate_tail" and bool(limit.get("truncated"))
 
     tok_result = results["tokenizer"]
     tok_result.checked = 1
@@ -254,16 +304,31 @@ def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None) ->
             count = len(ds) if max_samples is None else min(len(ds), max_samples)
             for i in range(count):
                 s = ds[i]
-                _check_segments(results["segment_ids"], f"{split} block {i}", s["tokens"], s["weights"], s["segment_ids"])
+                _check_segments(results["segment_ids"], f"{split} block {i}", s["tokens"], s["weights"], s["segment_ids"],
+                                profile.pad_id)
+        # the original packer kept the LAST block_size tokens of a longer episode, silently
+        may_be_cut = tail_cut or (profile.legacy and ds.packed)
         for i, seg, tokens, weights in iter_episodes(ds, max_samples):
             where = f"{split} sample {i}" + (f" episode {seg}" if ds.packed else "")
-            _check_episode(results, where, tokens, weights, weighted, truncation_expected)
+            cut = 0
+            if may_be_cut and tokens.size >= (ds.block_size if ds.packed and not tail_cut else int(limit["tokens"])):
+                cut = _cut_start(tokens, profile.separator_ids)
+            _check_episode(results, where, tokens, weights, weighted, truncation_expected,
+                           profile.separator_ids, cut)
     return [results[n] for n in CHECKS]
 
 
 def _check_episode(results: dict[str, CheckResult], where: str, tokens: np.ndarray, weights: np.ndarray,
-                   weighted: bool, truncation_expected: bool) -> None:
-    walk = walk_episode(tokens)
+                   weighted: bool, truncation_expected: bool, separators: tuple[int, ...] = (),
+                   cut: int = 0) -> None:
+    if cut:  # a tail-truncated episode: its broken beginning is taken as it is
+        rest = walk_episode(tokens[cut:], separators)
+        head = weights[:cut] if weighted else (weights[:cut] > 0).astype(np.float32)
+        walk = EpisodeWalk(np.concatenate([head.astype(np.float32), rest.expected]),
+                           np.concatenate([np.ones(cut, dtype=bool), rest.is_tag]),
+                           [e for e in rest.errors], rest.replay, rest.complete)
+    else:
+        walk = walk_episode(tokens, separators)
     for name in ("structure", "mask_direction", "mask_alignment", "eot_trained"):
         results[name].checked += 1
     errors = list(walk.errors)
@@ -291,8 +356,15 @@ def _check_episode(results: dict[str, CheckResult], where: str, tokens: np.ndarr
     eots = np.flatnonzero(tokens == EOT)
     if eots.size and np.any(weights[eots] <= 0):
         results["eot_trained"].fail(where, f"<myPT_eot> at position {int(eots[weights[eots] <= 0][0])} has weight 0")
-    elif not walk.replay and int(tokens[-1]) != EOT and not truncation_expected:
+    elif not walk.replay and not _ends_with_eot(tokens, separators) and not truncation_expected:
         results["eot_trained"].fail(where, "does not end with <myPT_eot>")
+
+
+def _ends_with_eot(tokens: np.ndarray, separators: tuple[int, ...]) -> bool:
+    last = tokens.size - 1
+    while last > 0 and int(tokens[last]) in separators:
+        last -= 1
+    return last >= 0 and int(tokens[last]) == EOT
 
 
 def format_results(results: list[CheckResult]) -> str:

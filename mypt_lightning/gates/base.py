@@ -150,13 +150,13 @@ class Gate:
         return {k: v for k, v in out.items() if v is not None}
 
     def run(self, policy, *, workspace=None, max_cases: int | None = None, tokenizer=None,
-            progress: Callable[[CaseResult], None] | None = None) -> GateResult:
+            progress: Callable[[CaseResult], None] | None = None, protocol=None) -> GateResult:
         start = time.perf_counter()
         if self.needs_workspace and workspace is None:
             from mypt_lightning.workspace.store import Workspace
 
             workspace = Workspace()
-        ctx = GateContext(policy, workspace, _tokenizer(tokenizer))
+        ctx = GateContext(policy, workspace, _tokenizer(tokenizer), protocol)
         results = []
         all_cases = self.cases(workspace)
         for case in subsample(all_cases, max_cases):
@@ -180,11 +180,26 @@ class Gate:
 
 @dataclass
 class GateContext:
-    """What a case needs to run: the policy, the workspace (phases 5-6), the tokenizer."""
+    """What a case needs to run: the policy, the workspace (phases 5-6), the tokenizer, and
+    the protocol profile the model was trained on (protocol_profiles; None: ours)."""
 
     policy: object
     workspace: object
     tok: object
+    profile: object = None
+
+    def __post_init__(self) -> None:
+        from mypt_lightning.tokens.protocol_profiles import get_profile
+
+        self.profile = get_profile(self.profile)
+
+    def system(self, case_system: str | None) -> str | None:
+        """The case's system prompt, or under a legacy profile the one those models were trained with."""
+        return self.profile.default_system() if self.profile.legacy else case_system
+
+    def prompt(self, case) -> list[int]:
+        return self.profile.build_prompt({"system": self.system(case.system), "messages": case.messages},
+                                         tokenizer=self.tok)
 
     def render(self, ids) -> str:
         return self.tok.decode(ids)
@@ -259,22 +274,20 @@ def run_agent_case(case, ctx, judge, *, max_steps: int, max_new_tokens: int):
     """Run ``case``'s first user message through the real agent loop and ``judge`` the turn
     (phases 5 and 6). The judge gets the rendered prompt and everything the agent added."""
     from mypt_lightning.inference.agent import AgentSession
-    from mypt_lightning.tokens.protocol import build_prompt
 
-    session = AgentSession(ctx.policy, ctx.workspace, case.system, max_steps=max_steps,
-                           max_new_tokens=max_new_tokens, tokenizer=ctx.tok)
+    system = ctx.system(case.system)
+    session = AgentSession(ctx.policy, ctx.workspace, system, max_steps=max_steps,
+                           max_new_tokens=max_new_tokens, tokenizer=ctx.tok, profile=ctx.profile)
     msg = case.messages[0]
     turn = session.ask(msg["content"], msg.get("context"))
-    prompt_len = len(build_prompt({"system": case.system, "messages": [msg]}, tokenizer=ctx.tok))
+    prompt_len = len(ctx.profile.build_prompt({"system": system, "messages": [msg]}, tokenizer=ctx.tok))
     return judge(case, turn, ctx.render(session.tokens[:prompt_len]), ctx.render(session.tokens[prompt_len:]),
                  ctx.tok)
 
 
 def run_single_turn_case(case, ctx, judge, *, max_new_tokens: int):
     """Generate one answer to ``case``'s prompt and ``judge`` its tokens (phases 2 and 3)."""
-    from mypt_lightning.tokens.protocol import build_prompt
-
-    prompt = build_prompt({"system": case.system, "messages": case.messages}, tokenizer=ctx.tok)
+    prompt = ctx.prompt(case)
     gen = ctx.policy(prompt, max_new_tokens=max_new_tokens)
     return judge(case, gen.tokens, ctx.render(prompt), ctx.tok)
 

@@ -40,6 +40,9 @@ def build_parser(prog: str, description: str, default_phase: str | None = None,
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="weights dtype for inference (default float32)")
+    parser.add_argument("--protocol", default="ours", choices=("ours", "mypt_chat", "mypt_tool"),
+                        help="prompt format the model was trained on: ours (default), or a legacy MyPT one "
+                             "(mypt_chat, mypt_tool: their prompts, system prompt and stop tokens)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case's verdict as it is judged")
     return parser
 
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None, *, prog: str = "eval_gates.py", descript
         policy = load_policy(args.model, args.device, args.dtype)
         report = evaluate(policy, phase, regression=args.regression, workspace=workspace, ood_dir=args.ood_dir,
                           max_cases=args.max_cases, model_name=str(args.model),
-                          progress=_print_case if args.verbose else None)
+                          progress=_print_case if args.verbose else None, protocol=args.protocol)
     except user_errors() as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_ERROR

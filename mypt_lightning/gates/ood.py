@@ -1,6 +1,6 @@
 """Out-of-distribution sets: ``data/eval_ood/phase{3,4,5,6}_*.jsonl``, scored against their references.
 
-The files are episodes in the usual JSONL schema (docs/design.md section 1) whose user
+The files are episodes in the usual JSONL schema (DESIGN.md section 4) whose user
 phrasings no generator template produces. The model replays every user turn of an
 episode (its own answers become the history, as in the phase 4 gate); each turn is
 compared with the episode's reference assistant messages for that turn::
@@ -27,7 +27,7 @@ from pathlib import Path
 from mypt_lightning.data_prep.jsonl import iter_lines, parse_line
 from mypt_lightning.gates.base import Case, CaseResult, explain, rate, subsample
 from mypt_lightning.gates.language import same_language
-from mypt_lightning.tokens.protocol import EpisodeError, build_prompt
+from mypt_lightning.tokens.protocol import EpisodeError
 from mypt_lightning.tokens.special_tokens import TOOLCALL_OPEN
 from mypt_lightning.tokens.system_prompts import prompts_for_phase
 
@@ -98,16 +98,22 @@ def _turns(messages: list[dict]) -> list[tuple[dict, list[dict]]]:
     return turns
 
 
-def evaluate_file(path: Path, phase: int, policy, workspace, tok, max_cases: int | None = None) -> OODResult:
+def evaluate_file(path: Path, phase: int, policy, workspace, tok, max_cases: int | None = None,
+                  protocol=None) -> OODResult:
     from mypt_lightning.inference.agent import AgentSession
+    from mypt_lightning.tokens.protocol_profiles import get_profile
+
+    profile = get_profile(protocol)
 
     records, skipped = read_episodes(path)
     results = []
     for i, record in enumerate(subsample(records, max_cases)):
         system = record.get("system") or prompts_for_phase(phase)[0]
+        if profile.legacy:  # legacy models know only their own system prompt
+            system = profile.default_system()
         tools = workspace if phase >= 5 else None
         session = AgentSession(policy, tools, system, max_steps=5 if phase >= 5 else 1,
-                               max_new_tokens=MAX_NEW_TOKENS, tokenizer=tok)
+                               max_new_tokens=MAX_NEW_TOKENS, tokenizer=tok, profile=profile)
         expect = (record.get("_meta") or {}).get("expect") or {}
         turns = _turns(record["messages"])
         languages = expect.get("turn_languages") or [record.get("language")] * len(turns)
@@ -117,7 +123,7 @@ def evaluate_file(path: Path, phase: int, policy, workspace, tok, max_cases: int
             turn = session.ask(user["content"], user.get("context"))
             per_turn.append(_judge_turn(turn, reference, language, phase, cite))
         first_user = _turns(record["messages"])[0][0]
-        prompt_len = len(build_prompt({"system": system, "messages": [first_user]}, tokenizer=tok))
+        prompt_len = len(profile.build_prompt({"system": system, "messages": [first_user]}, tokenizer=tok))
         checks = {f"turn{k + 1}_{name}": ok for k, t in enumerate(per_turn) for name, ok in t["checks"].items()}
         reasons = {f"turn{k + 1}_{name}": why for k, t in enumerate(per_turn) for name, why in t["reasons"].items()}
         case = Case(f"ood-{path.stem}-{i:03d}", f"ood_phase{phase}", record.get("language") or "mixed",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from mypt_lightning.gates.base import Case, CaseResult, Criterion, Gate, GateContext, closes_cleanly, explain
 from mypt_lightning.gates.language import language_of, same_language
-from mypt_lightning.tokens.protocol import build_prompt, parse_assistant_output
+from mypt_lightning.tokens.protocol import parse_assistant_output
 from mypt_lightning.tokens.system_prompts import MINIMAL_SYSTEM_PROMPT
 
 CLOSE_WITHIN = 20
@@ -82,7 +82,7 @@ class Phase1Gate(Gate):
         return out
 
     def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
-        prompt = build_prompt({"system": case.system, "messages": case.messages}, tokenizer=ctx.tok)
+        prompt = ctx.prompt(case)
         gen = ctx.policy(prompt, max_new_tokens=RUNAWAY_BUDGET)
         return judge(case, gen.tokens, gen.stop_reason, ctx.render(prompt), ctx.tok)
 

@@ -76,8 +76,8 @@ class Phase4Gate(Gate):
     def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
         from mypt_lightning.inference.agent import AgentSession
 
-        session = AgentSession(ctx.policy, None, case.system, max_steps=1, max_new_tokens=MAX_NEW_TOKENS,
-                               tokenizer=ctx.tok)
+        session = AgentSession(ctx.policy, None, ctx.system(case.system), max_steps=1, max_new_tokens=MAX_NEW_TOKENS,
+                               tokenizer=ctx.tok, profile=ctx.profile)
         turns = []
         for msg in case.messages:
             turn = session.ask(msg["content"], msg.get("context"))

@@ -27,6 +27,11 @@ The transcript is exactly the token sequence the model saw and produced (so it c
 inspected and is what a KV cache would hold); for well-formed turns it equals
 ``protocol.serialize_episode`` of ``session.messages`` (tests/test_agent.py checks this).
 Tool results are serialized as the protocol does (``toolresult_text``: JSON, ensure_ascii off).
+
+``profile`` (protocol_profiles: ``mypt_chat``, ``mypt_tool``) talks to a legacy MyPT
+checkpoint in the format it was trained on: its prompt layout ("\\n" between blocks for
+mypt_tool, as the original agent controller sends), no <myPT_eot> between turns, and
+</myPT_assistant> as a stop token.
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ from typing import Any, Callable
 from mypt_lightning.inference.generation import GenerationResult
 from mypt_lightning.tokens.protocol import (
     AssistantOutput,
-    build_prompt,
     parse_assistant_output,
     toolcall_json,
     toolresult_text,
@@ -55,7 +59,6 @@ from mypt_lightning.tokens.special_tokens import (
     THINK_OPEN,
     TOOLCALL_CLOSE,
     TOOLCALL_OPEN,
-    TOOLRESULT_CLOSE,
     TOOLRESULT_OPEN,
     USER_OPEN,
 )
@@ -157,7 +160,7 @@ class AgentSession:
 
     def __init__(self, policy, workspace=None, system: str | None = None, *, max_steps: int = 6,
                  max_new_tokens: int = 512, max_repeated_calls: int = 2, max_result_chars: int = 8000,
-                 context_size: int | None = None, tokenizer=None):
+                 context_size: int | None = None, tokenizer=None, profile=None):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.policy = policy
@@ -175,6 +178,10 @@ class AgentSession:
 
             tokenizer = get_tokenizer()
         self.tok = tokenizer
+        from mypt_lightning.tokens.protocol_profiles import get_profile
+
+        self.profile = get_profile(profile)
+        self.stop_ids = AGENT_STOP_IDS | (self.profile.stop_ids() if self.profile.legacy else frozenset())
         self.reset()
 
     def reset(self) -> None:
@@ -192,9 +199,9 @@ class AgentSession:
         if context:
             user_msg["context"] = context
         if not self.tokens:
-            self.tokens = build_prompt({"system": self.system, "messages": [user_msg]}, tokenizer=self.tok)
+            self.tokens = self.profile.build_prompt({"system": self.system, "messages": [user_msg]}, tokenizer=self.tok)
         else:
-            self.tokens = self.tokens + build_prompt([user_msg], tokenizer=self.tok)
+            self.tokens = self.tokens + self.profile.continue_prompt(user_msg, tokenizer=self.tok)
         self.messages.append(user_msg)
         turn = TurnResult(answer=None)
         seen_calls: dict[str, int] = {}
@@ -204,7 +211,7 @@ class AgentSession:
             if room < 2:
                 return self._end(turn, "context_full", on_event)
             limit = min(self.max_new_tokens, room - 1)
-            gen = self.policy(self.tokens, max_new_tokens=limit, stop_ids=AGENT_STOP_IDS, on_token=on_token)
+            gen = self.policy(self.tokens, max_new_tokens=limit, stop_ids=self.stop_ids, on_token=on_token)
             if gen.stop_reason == "max_new_tokens" and limit < self.max_new_tokens:
                 gen.stop_reason = "context_full"  # the budget was cut to what the context had left
             turn.generations.append(gen)
@@ -239,12 +246,11 @@ class AgentSession:
     def _final(self, turn: TurnResult, gen: GenerationResult, parsed: AssistantOutput, block: list[int]) -> TurnResult:
         turn.answer, turn.think, turn.cite = parsed.answer, parsed.think, parsed.cite
         turn.final_text = self.tok.decode(gen.tokens)
-        turn.clean_end = (len(gen.tokens) >= 2 and gen.tokens[-2:] == [ASSISTANT_CLOSE, EOT]
-                          and not FOREIGN_TAGS & set(gen.tokens))
+        turn.clean_end = self.profile.clean_end(gen.tokens) and not FOREIGN_TAGS & set(gen.tokens)
         # a stop token (<myPT_eot>, or <|endoftext|>: ended, though not cleanly) means the model
         # finished its answer; otherwise it ran into max_new_tokens or the context end
         turn.stop_reason = "answer" if gen.stop_reason == "stop_token" else gen.stop_reason
-        self.tokens = self.tokens + block + [ASSISTANT_CLOSE, EOT]
+        self.tokens = self.tokens + block + self.profile.end_of_answer_ids()
         message = parsed.to_message()
         self.well_formed &= block == self._canonical(message)
         self.messages.append(message)
@@ -290,9 +296,8 @@ class AgentSession:
         step = ToolStep(text=self.tok.decode(gen.tokens), think=parsed.think, name=name, arguments=arguments,
                         result=result, error=error)
         closed_call = block[-1:] == [TOOLCALL_CLOSE]
-        self.tokens = (self.tokens + block + ([] if closed_call else [TOOLCALL_CLOSE]) + [ASSISTANT_CLOSE]
-                       + [TOOLRESULT_OPEN] + self.tok.encode_text(toolresult_text(result)) + [TOOLRESULT_CLOSE]
-                       + [ASSISTANT_OPEN])
+        self.tokens = (self.tokens + block + ([] if closed_call else [TOOLCALL_CLOSE])
+                       + self.profile.after_toolcall_ids(self.tok.encode_text(self.profile.toolresult_text(result))))
         msg = {"role": "assistant_toolcall", "name": name, "arguments": arguments}
         if parsed.think:
             msg["think"] = parsed.think
@@ -311,7 +316,7 @@ class AgentSession:
         if on_event is not None:
             on_event("fallback", turn.fallback)
         if self.tokens and self.tokens[-1] == ASSISTANT_OPEN:
-            self.tokens = self.tokens + self.tok.encode_text(turn.fallback) + [ASSISTANT_CLOSE, EOT]
+            self.tokens = self.tokens + self.tok.encode_text(turn.fallback) + self.profile.end_of_answer_ids()
         self.messages.append({"role": "assistant", "content": turn.fallback})
         return turn
 

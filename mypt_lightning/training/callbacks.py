@@ -45,8 +45,12 @@ class GateCallback(L.Callback):
     """
 
     def __init__(self, phase: int | str, every_n_validations: int = 1, max_cases: int | None = None,
-                 table_rows: int = 30, output_dir: str | None = None, workspace: str | None = None):
+                 table_rows: int = 30, output_dir: str | None = None, workspace: str | None = None,
+                 protocol: str = "ours"):
         super().__init__()
+        from mypt_lightning.tokens.protocol_profiles import get_profile
+
+        self.protocol = get_profile(protocol)  # the format of the model's training data (legacy MyPT: mypt_chat/...)
         self.phase = parse_phase(phase)
         self.gate = get_gate(self.phase)
         if every_n_validations < 1:
@@ -92,7 +96,7 @@ class GateCallback(L.Callback):
         was_training = model.training
         try:
             result = self.gate.run(ModelPolicy(model, SamplingConfig(temperature=0.0)), workspace=self._workspace,
-                                   max_cases=self.max_cases)
+                                   max_cases=self.max_cases, protocol=self.protocol)
         finally:
             model.train(was_training)
         step = trainer.global_step

@@ -106,6 +106,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.pin_memory": _bool,
     "data.max_val_samples": _int(1, optional=True),
     "data.val_batch_size?": _int(1, optional=True),
+    "data.truncate?": lambda v: None if v in ("head", "tail") else "head or tail",
     "model.compile?": _bool,
 }
 
