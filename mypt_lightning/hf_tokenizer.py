@@ -25,6 +25,7 @@ Pass ``split_special_tokens=True`` to the HF tokenizer for plain text.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -172,6 +173,12 @@ def generation_config() -> dict:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def _default_tokenizer_json() -> str:
+    """tokenizer.json of the installed r50k_base file, built once per process (about 5 s)."""
+    return build_tokenizer().to_str()
+
+
 def _transformers_version() -> str:
     try:
         import transformers
@@ -187,7 +194,8 @@ def write_tokenizer_files(directory: str | Path, model_max_length: int, encoding
     from mypt_lightning.hf_chat_template import CHAT_TEMPLATE
 
     directory = Path(directory)
-    build_tokenizer(encoding).save(str(directory / "tokenizer.json"), pretty=False)
+    text = _default_tokenizer_json() if encoding is None else build_tokenizer(encoding).to_str()
+    (directory / "tokenizer.json").write_text(text, encoding="utf-8")
     files = {
         "tokenizer_config.json": tokenizer_config(model_max_length, CHAT_TEMPLATE),
         "special_tokens_map.json": special_tokens_map(),
