@@ -197,6 +197,9 @@ def _add_legacy_rope_keys(config_path: Path, model: MyPT) -> None:
     """transformers 4.x reads rope_theta / rope_scaling; 5.x reads rope_parameters (and accepts both)."""
     c = model.config
     data = json.loads(config_path.read_text())
+    # A bare LlamaConfig saves no "architectures"; vLLM and llama.cpp's converter pick the
+    # model class from it.
+    data["architectures"] = ["LlamaForCausalLM"]
     data["rope_theta"] = c.rope_theta
     data["rope_scaling"] = ({"type": "linear", "rope_type": "linear", "factor": float(c.rope_scale)}
                             if c.rope_scale != 1.0 else None)
