@@ -203,7 +203,7 @@ Decode with `skip_special_tokens=False` to see `<myPT_think>`, `<myPT_cite>` and
 ```bash
 vllm serve EXPORT --served-model-name mypt --max-model-len CONTEXT
 curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{
-  "model": "mypt", "temperature": 0, "skip_special_tokens": false,
+  "model": "mypt", "temperature": 0, "skip_special_tokens": false, "stop_token_ids": [50262, 50275, 50256],
   "messages": [{"role": "system", "content": "You are MyPT."}, {"role": "user", "content": "Say hello."}]}'
 ```
 
