@@ -228,7 +228,8 @@ def llama_cpp_greedy(gguf_path: str | os.PathLike, prompts: list[list[int]], max
             tokens.append(token)
             llm.eval([token])
         out.append(tokens)
-    llm.close() if hasattr(llm, "close") else None
+    if hasattr(llm, "close"):  # frees the model now (older versions free it on garbage collection)
+        llm.close()
     return out
 
 
