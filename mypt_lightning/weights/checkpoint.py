@@ -16,6 +16,10 @@ Formats ``load_weights`` / ``load_model`` accept (detected from what is at the p
         OUT/config.json         {"format": "mypt-lightning", "format_version": 1,
                                  "model": MyPTConfig.to_dict(), "extra": {...}}
 
+(b') A transformers ``LlamaForCausalLM`` folder (``config.json`` with ``model_type: llama``,
+    ``model.safetensors`` or a sharded ``model.safetensors.index.json``) whose shapes fit MyPT
+    (no GQA, tied or untied head): ours from ``tools/export_hf.py`` or one shared in HF format
+    (read by ``hf_import.py``; export -> import -> export is identical bit for bit).
 (c) Legacy MyPT checkpoint folder: ``model.pt`` (a state_dict, maybe wrapped under
     "model"/"state_dict", maybe "_orig_mod."/"module." prefixed, maybe bf16) and
     ``config.json`` (architecture plus training fields). Legacy names map as::
@@ -68,7 +72,8 @@ SHARDED_METADATA_FILE = "meta.pt"  # Lightning's name for the non-tensor part of
 EXPECTED_FORMATS = (
     "a Lightning checkpoint file (.ckpt with 'state_dict' and 'mypt_model_config'), "
     "a Lightning sharded checkpoint folder (.metadata + *.distcp + meta.pt), "
-    f"an exported folder ({WEIGHTS_FILE} + {CONFIG_FILE}) "
+    f"an exported folder ({WEIGHTS_FILE} + {CONFIG_FILE}), "
+    "a transformers LlamaForCausalLM folder (config.json with model_type 'llama' + safetensors) "
     f"or a legacy MyPT folder ({LEGACY_WEIGHTS_FILE} + {CONFIG_FILE})"
 )
 
@@ -128,6 +133,8 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], MyPT
         sd, config = _read_lightning_sharded(path)
     elif kind == "exported":
         sd, config = _read_exported(path)
+    elif kind == "hf-llama":
+        sd, config = _read_hf_llama(path)
     else:
         sd, config = _read_legacy(path)
     return _validated(sd, config, path), config
@@ -167,14 +174,16 @@ def load_model(
 
 
 def detect_format(path: Path) -> str:
-    """'lightning' | 'lightning-sharded' | 'exported' | 'legacy', or CheckpointError saying
-    what was expected."""
+    """'lightning' | 'lightning-sharded' | 'exported' | 'hf-llama' | 'legacy', or CheckpointError
+    saying what was expected."""
     if not path.exists():
         raise CheckpointError(f"{path}: does not exist; expected {EXPECTED_FORMATS}")
     if path.is_file():
         return "lightning"
     if (path / ".metadata").is_file() and (path / SHARDED_METADATA_FILE).is_file():
         return "lightning-sharded"
+    if (path / CONFIG_FILE).is_file() and _hf_llama_folder(path):
+        return "hf-llama"
     if (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
         return "exported"
     if (path / LEGACY_WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
@@ -182,6 +191,22 @@ def detect_format(path: Path) -> str:
     present = sorted(p.name for p in path.iterdir())[:20]
     raise CheckpointError(f"{path}: directory is none of the known formats (it holds {present}); "
                           f"expected {EXPECTED_FORMATS}")
+
+
+def _hf_llama_folder(path: Path) -> bool:
+    """A transformers Llama folder? (an unreadable config.json is left to the other readers to name)"""
+    from mypt_lightning.hf_import import is_hf_llama
+
+    try:
+        return is_hf_llama(path, _read_json(path / CONFIG_FILE))
+    except CheckpointError:
+        return False
+
+
+def _read_hf_llama(path: Path):
+    from mypt_lightning.hf_import import read_hf_llama
+
+    return read_hf_llama(path, _read_json(path / CONFIG_FILE))
 
 
 def _read_json(path: Path) -> dict:
@@ -403,8 +428,9 @@ def check_resumable(path: str | os.PathLike, option: str = "ckpt_path") -> None:
     """Refuse (CheckpointError) a ``ckpt_path`` that Lightning's resume cannot safely read:
     it must be a Lightning checkpoint (file or sharded folder) holding no pickled code."""
     kind = check_loadable(path)
-    if kind in ("exported", "legacy"):
-        what = "an exported model folder" if kind == "exported" else "a legacy MyPT folder"
+    if kind in ("exported", "hf-llama", "legacy"):
+        what = {"exported": "an exported model folder", "hf-llama": "a transformers model folder",
+                "legacy": "a legacy MyPT folder"}[kind]
         raise CheckpointError(
             f"{option}={path}: is {what} (weights only); resuming needs a Lightning checkpoint "
             f"(<run dir>/checkpoints/*.ckpt). Start from these weights with init_from={path} instead")
@@ -470,7 +496,7 @@ def _read_exported(path: Path):
     meta = _read_json(path / CONFIG_FILE)
     if meta.get("format") != EXPORT_FORMAT:
         raise CheckpointError(f"{path / CONFIG_FILE}: 'format' is {meta.get('format')!r}, expected "
-                              f"{EXPORT_FORMAT!r} (a transformers export cannot be loaded back here)")
+                              f"{EXPORT_FORMAT!r} (or model_type 'llama' for a transformers folder)")
     if meta.get("format_version") != EXPORT_FORMAT_VERSION:
         raise CheckpointError(f"{path / CONFIG_FILE}: format_version {meta.get('format_version')!r} is not "
                               f"supported (this code reads version {EXPORT_FORMAT_VERSION})")
