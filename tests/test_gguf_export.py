@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from mypt_lightning.checkpoint import save_exported
-from mypt_lightning.gguf_export import GGUFExportError, export_gguf, find_converter
-from mypt_lightning.hf_chat_template import CHAT_TEMPLATE
+from mypt_lightning.weights.checkpoint import save_exported
+from mypt_lightning.weights.gguf_export import GGUFExportError, export_gguf, find_converter
+from mypt_lightning.weights.hf_chat_template import CHAT_TEMPLATE
 from mypt_lightning.model import MyPT, MyPTConfig
-from mypt_lightning.special_tokens import ENDOFTEXT_ID, EOT, SPECIAL_TOKENS
+from mypt_lightning.tokens.special_tokens import ENDOFTEXT_ID, EOT, SPECIAL_TOKENS
 
 gguf = pytest.importorskip("gguf")
 torch.set_num_threads(2)
@@ -134,10 +134,10 @@ def test_cli_errors_are_one_line(tmp_path, converter, capsys):
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
 def test_llama_cpp_greedy_equals_ours(tmp_path, converter, outtype):
     pytest.importorskip("llama_cpp")
-    from mypt_lightning.generation import SamplingConfig, generate
-    from mypt_lightning.gguf_export import llama_cpp_greedy
-    from mypt_lightning.hf_export import PROBE_EPISODES
-    from mypt_lightning.protocol import build_prompt
+    from mypt_lightning.inference.generation import SamplingConfig, generate
+    from mypt_lightning.weights.gguf_export import llama_cpp_greedy
+    from mypt_lightning.weights.hf_export import PROBE_EPISODES
+    from mypt_lightning.tokens.protocol import build_prompt
 
     results = {}
     for seed, tied in ((0, True), (1, False)):

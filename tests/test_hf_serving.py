@@ -14,13 +14,13 @@ import json
 import pytest
 import torch
 
-from mypt_lightning.checkpoint import CheckpointError, check_loadable, detect_format, load_model, save_exported
-from mypt_lightning.generation import SamplingConfig, generate
-from mypt_lightning.hf_export import export_hf, logit_shift, probe_sequences
+from mypt_lightning.weights.checkpoint import CheckpointError, check_loadable, detect_format, load_model, save_exported
+from mypt_lightning.inference.generation import SamplingConfig, generate
+from mypt_lightning.weights.hf_export import export_hf, logit_shift, probe_sequences
 from mypt_lightning.model import MyPT, MyPTConfig
-from mypt_lightning.protocol import build_prompt, serialize_episode
-from mypt_lightning.special_tokens import ASSISTANT_CLOSE, ENDOFTEXT_ID, EOT, TOKENIZER_VOCAB_SIZE
-from mypt_lightning.tokenizer import get_tokenizer
+from mypt_lightning.tokens.protocol import build_prompt, serialize_episode
+from mypt_lightning.tokens.special_tokens import ASSISTANT_CLOSE, ENDOFTEXT_ID, EOT, TOKENIZER_VOCAB_SIZE
+from mypt_lightning.tokens.tokenizer import get_tokenizer
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(2)
@@ -196,7 +196,7 @@ def test_export_import_export_is_bit_identical(tmp_path, overrides):
     export_hf(tmp_path / "hf1", tmp_path / "hf2")
     assert _folder_bytes(tmp_path / "hf1") == _folder_bytes(tmp_path / "hf2")
     # init_from= reads it (the training module's loader)
-    from mypt_lightning.lit_module import MyPTLitModule
+    from mypt_lightning.training.lit_module import MyPTLitModule
 
     module = MyPTLitModule(model=model.config.to_dict(), init_from=str(tmp_path / "hf1"))
     module.configure_model()

@@ -14,10 +14,10 @@ import random
 
 import pytest
 
-from mypt_lightning.hf_tokenizer import write_tokenizer_files
-from mypt_lightning.protocol import build_prompt, serialize_episode
-from mypt_lightning.special_tokens import ENDOFTEXT_ID, SPECIAL_TOKENS
-from mypt_lightning.tokenizer import get_tokenizer
+from mypt_lightning.weights.hf_tokenizer import write_tokenizer_files
+from mypt_lightning.tokens.protocol import build_prompt, serialize_episode
+from mypt_lightning.tokens.special_tokens import ENDOFTEXT_ID, SPECIAL_TOKENS
+from mypt_lightning.tokens.tokenizer import get_tokenizer
 
 transformers = pytest.importorskip("transformers")
 

@@ -4,7 +4,7 @@
     python tools/export_gguf.py --checkpoint runs/phase6_agentic_rag/export --output mypt.gguf
     python tools/export_gguf.py --checkpoint CKPT --output mypt-f16.gguf --outtype f16 --verify 32
 
-CKPT is anything mypt_lightning.checkpoint.load_model reads (Lightning .ckpt, exported
+CKPT is anything mypt_lightning.weights.checkpoint.load_model reads (Lightning .ckpt, exported
 folder, legacy MyPT folder, transformers Llama folder). It is exported to a temporary
 transformers folder (tools/export_hf.py: weights, tokenizer, chat template, generation
 config) and converted by llama.cpp's convert_hf_to_gguf.py. The converter comes from
@@ -28,11 +28,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from mypt_lightning.errors import UserError  # noqa: E402
+from mypt_lightning.errors import UserError
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0")  # mypt_lightning.gguf_export.OUTTYPES, kept here for a fast --help
+OUTTYPES = ("f32", "f16", "bf16", "q8_0")  # mypt_lightning.weights.gguf_export.OUTTYPES, kept here for a fast --help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +56,11 @@ def verify(checkpoint: str, gguf: Path, n: int) -> tuple[int, int, list[str]]:
     """(equal prompts, prompts, one line per prompt) of llama.cpp's greedy tokens vs ours."""
     import torch
 
-    from mypt_lightning.checkpoint import load_model
-    from mypt_lightning.generation import SamplingConfig, generate
-    from mypt_lightning.gguf_export import llama_cpp_greedy
-    from mypt_lightning.hf_export import PROBE_EPISODES
-    from mypt_lightning.protocol import build_prompt
+    from mypt_lightning.weights.checkpoint import load_model
+    from mypt_lightning.inference.generation import SamplingConfig, generate
+    from mypt_lightning.weights.gguf_export import llama_cpp_greedy
+    from mypt_lightning.weights.hf_export import PROBE_EPISODES
+    from mypt_lightning.tokens.protocol import build_prompt
 
     model = load_model(checkpoint)
     if model.config.lm_head_bias:  # compare with what was exported: the model without its bias
@@ -81,7 +80,7 @@ def verify(checkpoint: str, gguf: Path, n: int) -> tuple[int, int, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from data_modules.atomic_write import OutputWriteError
-    from mypt_lightning.gguf_export import export_gguf
+    from mypt_lightning.weights.gguf_export import export_gguf
 
     try:
         shift = export_gguf(args.checkpoint, args.output, outtype=args.outtype,

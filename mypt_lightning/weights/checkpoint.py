@@ -195,7 +195,7 @@ def detect_format(path: Path) -> str:
 
 def _hf_llama_folder(path: Path) -> bool:
     """A transformers Llama folder? (an unreadable config.json is left to the other readers to name)"""
-    from mypt_lightning.hf_import import is_hf_llama
+    from mypt_lightning.weights.hf_import import is_hf_llama
 
     try:
         return is_hf_llama(path, _read_json(path / CONFIG_FILE))
@@ -204,7 +204,7 @@ def _hf_llama_folder(path: Path) -> bool:
 
 
 def _read_hf_llama(path: Path):
-    from mypt_lightning.hf_import import read_hf_llama
+    from mypt_lightning.weights.hf_import import read_hf_llama
 
     return read_hf_llama(path, _read_json(path / CONFIG_FILE))
 

@@ -121,7 +121,7 @@ PROBE_EPISODES = (
 
 def probe_sequences(block_size: int, tokenizer=None) -> list[list[int]]:
     """Token ids of PROBE_EPISODES (serialize_episode), each cut to ``block_size``."""
-    from mypt_lightning.protocol import serialize_episode
+    from mypt_lightning.tokens.protocol import serialize_episode
 
     return [serialize_episode(e, tokenizer=tokenizer)[0][:block_size] for e in PROBE_EPISODES]
 
@@ -166,8 +166,8 @@ def export_hf(
     from safetensors.torch import save_file
     from transformers import LlamaConfig
 
-    from mypt_lightning.hf_model_card import model_card, provenance
-    from mypt_lightning.hf_tokenizer import write_tokenizer_files
+    from mypt_lightning.weights.hf_model_card import model_card, provenance
+    from mypt_lightning.weights.hf_tokenizer import write_tokenizer_files
 
     model = load_model(checkpoint)
     shift = None

@@ -14,7 +14,6 @@ found beside the checkpoint (``<run>/export``) or one folder up
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

@@ -29,7 +29,7 @@ import functools
 import json
 from pathlib import Path
 
-from mypt_lightning.special_tokens import (
+from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_CLOSE,
     BASE_VOCAB_SIZE,
     ENDOFTEXT_ID,
@@ -105,7 +105,7 @@ def build_tokenizer(encoding=None):
     from tokenizers.models import BPE
 
     if encoding is None:
-        from mypt_lightning.tokenizer import get_tokenizer
+        from mypt_lightning.tokens.tokenizer import get_tokenizer
 
         encoding = get_tokenizer()._enc
     ranks = dict(encoding._mergeable_ranks)  # tiktoken keeps no public accessor for them
@@ -191,7 +191,7 @@ def _transformers_version() -> str:
 def write_tokenizer_files(directory: str | Path, model_max_length: int, encoding=None) -> list[str]:
     """Write the three tokenizer files and generation_config.json into ``directory``
     (a folder being assembled: callers write it inside an atomic directory)."""
-    from mypt_lightning.hf_chat_template import CHAT_TEMPLATE
+    from mypt_lightning.weights.hf_chat_template import CHAT_TEMPLATE
 
     directory = Path(directory)
     text = _default_tokenizer_json() if encoding is None else build_tokenizer(encoding).to_str()

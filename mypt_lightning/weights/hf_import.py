@@ -32,7 +32,7 @@ _IGNORED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
 
 
 def _error(msg: str):
-    from mypt_lightning.checkpoint import CheckpointError
+    from mypt_lightning.weights.checkpoint import CheckpointError
 
     return CheckpointError(msg)
 
@@ -104,7 +104,7 @@ def _rope(hf: dict, where: str, problems: list[str]) -> tuple[float, float]:
 def _shard_files(folder: Path) -> list[Path]:
     if (folder / HF_WEIGHTS_FILE).is_file():
         return [folder / HF_WEIGHTS_FILE]
-    from mypt_lightning.checkpoint import _read_json
+    from mypt_lightning.weights.checkpoint import _read_json
 
     index = _read_json(folder / HF_INDEX_FILE)
     weight_map = index.get("weight_map")

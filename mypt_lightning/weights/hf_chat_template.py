@@ -1,7 +1,7 @@
 """The Jinja chat template of an exported model: the MyPT protocol from HF/OpenAI messages.
 
 ``tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)``
-gives the same ids as :func:`mypt_lightning.protocol.build_prompt` of the same
+gives the same ids as :func:`mypt_lightning.tokens.protocol.build_prompt` of the same
 conversation, and without the generation prompt the same ids as ``serialize_episode``
 (tests/test_hf_chat_template.py). Message mapping (ours on the right, protocol.py)::
 

@@ -176,7 +176,7 @@ def export_gguf(checkpoint: str | os.PathLike, output: str | os.PathLike, *, out
     """Write ``output`` (a .gguf) from any checkpoint load_model reads. Returns the LogitShift
     when a legacy lm_head bias was dropped, else None. The file appears whole or not at all."""
     from data_modules.atomic_write import fsync_dir, output_error, temp_path
-    from mypt_lightning.hf_export import export_hf
+    from mypt_lightning.weights.hf_export import export_hf
 
     output = Path(output)
     if output.is_dir():
@@ -212,7 +212,7 @@ def llama_cpp_greedy(gguf_path: str | os.PathLike, prompts: list[list[int]], max
     import numpy as np
     from llama_cpp import Llama
 
-    from mypt_lightning.special_tokens import TOKENIZER_VOCAB_SIZE
+    from mypt_lightning.tokens.special_tokens import TOKENIZER_VOCAB_SIZE
 
     n_ctx = max(len(p) for p in prompts) + max_new_tokens
     llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=n_threads, logits_all=True,
