@@ -146,6 +146,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.max_val_samples": _int(1, optional=True),
     "data.val_batch_size?": _int(1, optional=True),
     "model.compile?": _bool,
+    "phase.extends_context?": _bool,
 }
 
 
