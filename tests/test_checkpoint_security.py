@@ -166,10 +166,11 @@ def test_run_py_refuses_a_malicious_checkpoint_before_writing_anything(tmp_path,
 
 
 def test_lightning_resume_itself_runs_with_weights_only(tmp_path, sentinel, dataset, monkeypatch):
-    """Defence in depth: with the up-front check skipped, Lightning's own load still refuses."""
+    """Defence in depth: with the up-front checks skipped, Lightning's own load still refuses."""
     import mypt_lightning.training.train as train_mod
 
     monkeypatch.setattr(train_mod, "check_resumable", lambda *a, **k: None)
+    monkeypatch.setattr(train_mod, "fit_model_to_checkpoint", lambda *a, **k: None)  # reads it through our loader too
     path = malicious_ckpt(tmp_path / "evil.ckpt", sentinel)
     cfg = compose_cfg(tiny_overrides(dataset, tmp_path / "run", ckpt_path=str(path), **{"data.num_workers": 0}))
     with pytest.raises(pickle.UnpicklingError, match="posix.system"):

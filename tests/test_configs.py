@@ -169,3 +169,79 @@ def test_validate_config_lists_every_bad_key_at_once():
         validate_config(compose_cfg(["train.max_steps=abc", "optim.lr=abc", "data.batch_size=0"]))
     for key in ("train.max_steps", "optim.lr", "data.batch_size"):
         assert key in str(info.value)
+
+
+# --------------------------------------------------------------------------- architecture per model
+# (n_layer, n_embd, n_head, block_size, rope_scale) each model option yields (docs/design.md section 3): the
+# 750M model after phase 1b, the base before it, and the tiny CPU model.
+ARCH = {
+    "gpt750m": (32, 1280, 20, 4096, 4.0),
+    "gpt750m_base": (32, 1280, 20, 1024, 1.0),
+    "tiny": (2, 64, 4, 256, 1.0),
+}
+
+
+@pytest.mark.parametrize("model", list(ARCH))
+@pytest.mark.parametrize("phase", list(PRESETS))
+def test_every_phase_yields_the_model_groups_architecture(phase, model):
+    """The model group owns the architecture; phase 1b alone moves the context to 4096 / 4.0."""
+    cfg = compose_cfg([f"phase={phase}", f"model={model}"])
+    n_layer, n_embd, n_head, block, rope = ARCH[model]
+    if phase == "phase1b_context_ext":
+        block, rope = 4096, 4.0
+    m = cfg.model
+    assert (m.n_layer, m.n_embd, m.n_head, m.block_size, m.rope_scale) == (n_layer, n_embd, n_head, block, rope)
+    assert (m.vocab_size, m.bias, m.tie_weights, m.rope_theta, m.lm_head_bias) == (50304, False, True, 10000.0, False)
+    # everything sized by the context follows the model: the loader's blocks and the data recipe's packing
+    assert cfg.data.block_size == block and cfg.data_recipe.prepare.block_size == block
+    assert cfg.phase.extends_context == (phase == "phase1b_context_ext")
+    # the recipe does not depend on the model option
+    lr, steps, warmup, batch, accum, dropout, neftune, seed = PRESETS[phase]
+    assert (cfg.optim.lr, cfg.train.max_steps, cfg.optim.warmup_steps, cfg.data.batch_size,
+            cfg.train.accumulate_grad_batches, cfg.data.epoch_seed) == (lr, steps, warmup, batch, accum, seed)
+    assert (cfg.model.dropout, cfg.model.neftune_alpha) == (pytest.approx(dropout), neftune)
+
+
+def test_the_default_run_is_the_750m_model():
+    for overrides in ([], ["phase=phase4_multiturn"]):
+        m = compose_cfg(overrides).model
+        assert (m.n_layer, m.n_embd, m.block_size, m.rope_scale) == (32, 1280, 4096, 4.0)
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k != "defaults":
+                yield from _leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], node
+
+
+def test_phase_presets_write_the_recipe_once():
+    """Each preset starts from conf/phase/_base.yaml, repeats none of its values, and sets no
+    architecture field (phase 1b's block_size / rope_scale are the one exception)."""
+    from mypt_lightning.model import ARCHITECTURE_FIELDS
+
+    phase_dir = Path(CONF_DIR) / "phase"
+    base = dict(_leaves(OmegaConf.to_container(OmegaConf.load(phase_dir / "_base.yaml"))))
+    assert sorted(p.stem for p in phase_dir.glob("[!_]*.yaml")) == sorted(PRESETS)
+    for phase in PRESETS:
+        raw = OmegaConf.to_container(OmegaConf.load(phase_dir / f"{phase}.yaml"))
+        assert raw["defaults"] == ["_base", "_self_"], phase
+        own = dict(_leaves(raw))
+        repeated = {k: v for k, v in own.items() if k in base and base[k] == v}
+        assert not repeated, (phase, repeated)
+        arch = {k for k in own if k.startswith("model.")
+                and k.split(".", 1)[1] in (*ARCHITECTURE_FIELDS, "block_size", "rope_scale", "rope_theta", "norm_eps")}
+        assert arch == ({"model.block_size", "model.rope_scale"} if phase == "phase1b_context_ext" else set()), phase
+
+
+def test_experiments_do_not_reset_what_the_model_group_sets():
+    """conf/experiment/*.yaml only write model fields that differ from their model option."""
+    for path in sorted((Path(CONF_DIR) / "experiment").glob("*.yaml")):
+        raw = OmegaConf.to_container(OmegaConf.load(path))
+        model_option = next(d["override /model"] for d in raw["defaults"] if isinstance(d, dict) and "override /model" in d)
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            plain = compose(config_name="train", overrides=[f"model={model_option}"]).model
+        resets = {k: v for k, v in raw["model"].items() if k in ("block_size", "rope_scale") and plain[k] == v}
+        assert not resets, (path.name, resets)

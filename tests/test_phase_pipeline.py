@@ -16,7 +16,7 @@ from mypt_lightning.data_prep.validate import validate_dataset
 from mypt_lightning.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-PHASES = sorted(p.stem for p in (REPO / "conf" / "phase").glob("*.yaml"))
+PHASES = sorted(p.stem for p in (REPO / "conf" / "phase").glob("[!_]*.yaml"))  # _base.yaml: shared recipe
 
 
 def _files(root: Path) -> list[Path]:

@@ -5,7 +5,7 @@ serialize with ``protocol.serialize_episode`` (content as plain text, tags by id
 message containing "<myPT_eot>" can never become a special id), apply the length limit,
 and collect the keys the split needs. The result is a few flat numpy arrays, cheap to send
 back to the parent process: token ids as uint16 (the vocabulary has 50304 rows) and loss
-weights as uint8 codes of ``2 * weight`` (every DESIGN.md 3 weight is a multiple of 0.5),
+weights as uint8 codes of ``2 * weight`` (every docs/design.md section 1 weight is a multiple of 0.5),
 3 bytes per token instead of 8.
 """
 
@@ -116,7 +116,7 @@ def process_chunk(task: tuple[str, int, int, int]) -> dict[str, Any]:
     u64 = np.uint64
     token_array = np.fromiter(tokens, dtype=np.uint16, count=len(tokens))  # ids < 50304 < 2**16
     weight_array = np.array(weights, dtype=np.float32)
-    codes = (weight_array * 2).astype(np.uint8)  # DESIGN.md 3 weights are multiples of 0.5
+    codes = (weight_array * 2).astype(np.uint8)  # docs/design.md section 1 weights are multiples of 0.5
     if not np.array_equal(codes * np.float32(0.5), weight_array):
         raise RuntimeError("a loss weight is not a multiple of 0.5; the scratch encoding cannot hold it")
     return {

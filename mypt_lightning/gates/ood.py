@@ -1,6 +1,6 @@
 """Out-of-distribution sets: ``data/eval_ood/phase{3,4,5,6}_*.jsonl``, scored against their references.
 
-The files are episodes in the usual JSONL schema (DESIGN.md section 4) whose user
+The files are episodes in the usual JSONL schema (docs/design.md section 1) whose user
 phrasings no generator template produces. The model replays every user turn of an
 episode (its own answers become the history, as in the phase 4 gate); each turn is
 compared with the episode's reference assistant messages for that turn::

@@ -27,7 +27,7 @@ valid JSON is JSON-quoted (``"no documents"`` -> ``"\\"no documents\\""``)::
 
 Weights are the original's: 1.0 for everything after <myPT_assistant> up to and including
 </myPT_assistant>, and for <myPT_eot>; weighted mode gives the tags 1.5/2.0 exactly as
-DESIGN.md 3 does. Deliberate differences from the originals (docs/coming_from_mypt.md):
+docs/design.md section 1 does. Deliberate differences from the originals (docs/coming_from_mypt.md):
 content is plain text (the originals turn a typed "<myPT_eot>" into the control token and
 train on it), ``weighted`` is honoured on every path (the original chat script drops it
 when not packing), and a replay record is its text with every token trained (the
@@ -141,7 +141,7 @@ class Profile:
     # ---- training ------------------------------------------------------------------
     def serialize(self, record: dict, weighted: bool = False, tokenizer=None, *,
                   where: str = "") -> tuple[list[int], list[float]]:
-        """Validate ``record`` (DESIGN.md 4 schema) and return ``(tokens, weights)``."""
+        """Validate ``record`` (docs/design.md section 1 schema) and return ``(tokens, weights)``."""
         if not self.legacy:
             return protocol.serialize_episode(record, weighted, tokenizer, where=where)
         protocol.validate_episode(record, where=where)

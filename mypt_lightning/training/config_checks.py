@@ -108,6 +108,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.val_batch_size?": _int(1, optional=True),
     "data.truncate?": lambda v: None if v in ("head", "tail") else "head or tail",
     "model.compile?": _bool,
+    "phase.extends_context?": _bool,
 }
 
 

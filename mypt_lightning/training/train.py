@@ -7,6 +7,9 @@ a run needs is instantiated here from the config (``data``, ``logger``, ``callba
 * ``init_from: auto`` -> the previous phase's export (found beside this run's directory),
   or ``paths.base_model`` for phase 1b; a missing one stops before anything starts and
   names the command that produces it;
+* the model config fitted to the weights it starts from (:func:`fit_model_to_checkpoint`):
+  ``lm_head_bias`` from the checkpoint, block_size / rope_scale from the config (said in one
+  line, and warned about when rope_scale changes outside phase 1b);
 * ``ckpt_path: last`` -> ``<run dir>/checkpoints/last.ckpt``; without it, a run directory
   that holds a previous run is refused (``overwrite: true`` moves it aside first);
 * the W&B run id, kept in ``<run dir>/run_info.json`` so a resumed run continues the same
@@ -124,6 +127,43 @@ def count_parameters(cfg: DictConfig) -> int:
         return MyPT(MyPTConfig.from_dict(model_cfg)).num_parameters()
 
 
+def fit_model_to_checkpoint(cfg: DictConfig, path: str, option: str = "init_from") -> None:
+    """Make ``cfg.model`` fit the weights at ``path`` (the run's init_from, or the checkpoint
+    it resumes), before anything is built or written.
+
+    ``lm_head_bias`` is taken from the checkpoint (a legacy MyPT base has one); fields that
+    are not weights (block_size, rope_scale, ...) keep the config's values, and one line
+    says which differ; a rope_scale change in a phase that does not extend the context
+    (``phase.extends_context``: phase 1b) is also warned about; any other architecture
+    difference is ArchitectureMismatchError, naming each field.
+    """
+    from mypt_lightning.weights.checkpoint import CHECKPOINT_FIELDS, fit_config_to_checkpoint, read_config
+    from mypt_lightning.model import MyPTConfig
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.pop("compile", None)
+    found = read_config(path)
+    fitted, changed, taken = fit_config_to_checkpoint(found, MyPTConfig.from_dict(model_cfg), f"{option}={path}")
+    with open_dict(cfg):
+        for name in CHECKPOINT_FIELDS:
+            cfg.model[name] = getattr(fitted, name)
+    if not is_first_process() or not (changed or taken):
+        return
+    parts = []
+    if changed:
+        parts.append(f"not weights, the config's values used: {', '.join(changed)}")
+    if taken:
+        parts.append(f"taken from the checkpoint: {', '.join(taken)}")
+    print(f"[mypt] {option}={path}: the model config differs from the checkpoint's ({'; '.join(parts)})", flush=True)
+    if found.rope_scale != fitted.rope_scale and not cfg.phase.get("extends_context", False):
+        warnings.warn(
+            f"{option}={path}: rope_scale changes {found.rope_scale!r} -> {fitted.rope_scale!r} in "
+            f"{cfg.phase.name}, which does not extend the context (only phase1b_context_ext does): the "
+            f"weights were trained with positions scaled by {found.rope_scale!r}. Train phase1b_context_ext "
+            f"first, or keep the checkpoint's value (model.rope_scale={found.rope_scale!r}, "
+            f"e.g. model=gpt750m_base for the MyPT base)", UserWarning, stacklevel=2)
+
+
 def resolve_run_id(output_dir: Path, resuming: bool) -> str:
     """The W&B run id of this run directory: reused when resuming, new otherwise."""
     info_path = output_dir / RUN_INFO
@@ -174,6 +214,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     init_from = None if ckpt_path else resolve_init_from(cfg, output_dir)
     if init_from is not None:
         check_loadable(init_from)  # no pickled code, a readable format: named before anything is written
+    if ckpt_path is not None or init_from is not None:  # the weights' architecture decides lm_head_bias
+        fit_model_to_checkpoint(cfg, ckpt_path or init_from, "ckpt_path" if ckpt_path else "init_from")
     datamodule = check_datasets(cfg)
     # Last of the checks, first of the writes: a new run never lands on a previous one.
     claim_run_dir(output_dir, cfg.get("ckpt_path"), resuming=ckpt_path is not None,

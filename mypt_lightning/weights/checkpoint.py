@@ -44,6 +44,7 @@ refused global. Lightning's own resume (``ckpt_path``) is checked with
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import json
@@ -116,6 +117,39 @@ def _arch_value(config: MyPTConfig, name: str):
     return config.hidden_dim if name == "mlp_hidden" else getattr(config, name)
 
 
+# Config fields that shape what the weights compute but are not weights themselves: a run may set
+# them differently from the checkpoint it starts from (phase 1b's context extension changes
+# block_size and rope_scale); each difference is reported.
+NON_WEIGHT_FIELDS = ("block_size", "rope_scale", "rope_theta", "norm_eps")
+# Architecture fields a run takes from the checkpoint it starts from, whatever its config says:
+# a legacy MyPT head has a bias vector that our configs do not ask for.
+CHECKPOINT_FIELDS = ("lm_head_bias",)
+
+
+def fit_config_to_checkpoint(found: MyPTConfig, wanted: MyPTConfig, source: str
+                             ) -> tuple[MyPTConfig, list[str], list[str]]:
+    """The config a run with config ``wanted`` trains with when it starts from weights whose
+    config is ``found``: CHECKPOINT_FIELDS from the checkpoint, everything else from ``wanted``.
+
+    Returns ``(config, changed, taken)``: ``changed`` names each NON_WEIGHT_FIELDS difference
+    ("rope_scale 1.0 -> 4.0"), ``taken`` each field taken from the checkpoint. Any other
+    architecture difference raises ArchitectureMismatchError (check_architecture).
+
+    >>> base = MyPTConfig.tiny(block_size=64, lm_head_bias=True)
+    >>> config, changed, taken = fit_config_to_checkpoint(base, MyPTConfig.tiny(block_size=128, rope_scale=2.0), "base")
+    >>> config.block_size, config.rope_scale, config.lm_head_bias
+    (128, 2.0, True)
+    >>> changed, taken
+    (['block_size 64 -> 128', 'rope_scale 1.0 -> 2.0'], ['lm_head_bias=True'])
+    """
+    fitted = dataclasses.replace(wanted, **{f: getattr(found, f) for f in CHECKPOINT_FIELDS})
+    check_architecture(found, fitted, source)
+    changed = [f"{f} {getattr(found, f)!r} -> {getattr(wanted, f)!r}"
+               for f in NON_WEIGHT_FIELDS if getattr(found, f) != getattr(wanted, f)]
+    taken = [f"{f}={getattr(found, f)!r}" for f in CHECKPOINT_FIELDS if getattr(found, f) != getattr(wanted, f)]
+    return fitted, changed, taken
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -171,6 +205,23 @@ def load_model(
                               f"{type(e).__name__}: {_one_line(e, 200)}") from None
     model.load_state_dict(sd, strict=True)
     return model.float().eval()
+
+
+def read_config(path: str | os.PathLike) -> MyPTConfig:
+    """The model config of the checkpoint at ``path`` (any format), reading as little as it
+    can: tensors are mapped, not read (a legacy folder's config needs its weights' names and
+    shapes). The weights are checked against it when they are loaded."""
+    path = Path(path)
+    kind = detect_format(path)
+    if kind == "lightning":
+        return _read_lightning(path, mmap=True)[1]
+    if kind == "lightning-sharded":
+        return _sharded_config(path)
+    if kind == "exported":
+        return _exported_config(path)
+    if kind == "hf-llama":
+        return _read_hf_llama(path)[1]
+    return _read_legacy(path, mmap=True)[1]
 
 
 def detect_format(path: Path) -> str:
@@ -448,8 +499,8 @@ def strip_wrapper_prefixes(name: str) -> str:
     return re.sub(r"^(module\.)+", "", name)  # DDP
 
 
-def _read_lightning(path: Path):
-    ckpt = _torch_load(path)
+def _read_lightning(path: Path, mmap: bool = False):
+    ckpt = _torch_load(path, mmap=mmap)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: file has no 'state_dict'; expected {EXPECTED_FORMATS}")
     if LIGHTNING_CONFIG_KEY not in ckpt:
@@ -465,11 +516,7 @@ def _read_lightning(path: Path):
 def _read_lightning_sharded(path: Path):
     import torch.distributed.checkpoint as dcp
 
-    meta = _torch_load(path / SHARDED_METADATA_FILE)
-    if not isinstance(meta, dict) or LIGHTNING_CONFIG_KEY not in meta:
-        raise CheckpointError(f"{path / SHARDED_METADATA_FILE}: no '{LIGHTNING_CONFIG_KEY}' (model config); "
-                              "was it written by mypt-lightning's LightningModule?")
-    config = _config_from(meta[LIGHTNING_CONFIG_KEY], f"{path / SHARDED_METADATA_FILE} ['{LIGHTNING_CONFIG_KEY}']")
+    config = _sharded_config(path)
     stored = _read_dcp_metadata(path).state_dict_metadata
     # Keys as Lightning stores them: "model." (its state-dict entry) + "model." (our attribute).
     prefix = "model.model."
@@ -492,15 +539,16 @@ def _read_lightning_sharded(path: Path):
     return {name: targets[key] for name, key in names.items()}, config
 
 
+def _sharded_config(path: Path) -> MyPTConfig:
+    meta = _torch_load(path / SHARDED_METADATA_FILE)
+    if not isinstance(meta, dict) or LIGHTNING_CONFIG_KEY not in meta:
+        raise CheckpointError(f"{path / SHARDED_METADATA_FILE}: no '{LIGHTNING_CONFIG_KEY}' (model config); "
+                              "was it written by mypt-lightning's LightningModule?")
+    return _config_from(meta[LIGHTNING_CONFIG_KEY], f"{path / SHARDED_METADATA_FILE} ['{LIGHTNING_CONFIG_KEY}']")
+
+
 def _read_exported(path: Path):
-    meta = _read_json(path / CONFIG_FILE)
-    if meta.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{path / CONFIG_FILE}: 'format' is {meta.get('format')!r}, expected "
-                              f"{EXPORT_FORMAT!r} (or model_type 'llama' for a transformers folder)")
-    if meta.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise CheckpointError(f"{path / CONFIG_FILE}: format_version {meta.get('format_version')!r} is not "
-                              f"supported (this code reads version {EXPORT_FORMAT_VERSION})")
-    config = _config_from(meta.get("model"), f"{path / CONFIG_FILE} ['model']")
+    config = _exported_config(path)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -511,7 +559,18 @@ def _read_exported(path: Path):
     return sd, config
 
 
-def _read_legacy(path: Path):
+def _exported_config(path: Path) -> MyPTConfig:
+    meta = _read_json(path / CONFIG_FILE)
+    if meta.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path / CONFIG_FILE}: 'format' is {meta.get('format')!r}, expected "
+                              f"{EXPORT_FORMAT!r} (or model_type 'llama' for a transformers folder)")
+    if meta.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise CheckpointError(f"{path / CONFIG_FILE}: format_version {meta.get('format_version')!r} is not "
+                              f"supported (this code reads version {EXPORT_FORMAT_VERSION})")
+    return _config_from(meta.get("model"), f"{path / CONFIG_FILE} ['model']")
+
+
+def _read_legacy(path: Path, mmap: bool = False):
     raw = _read_json(path / CONFIG_FILE)
     for field, want in _LEGACY_REQUIRED.items():
         if field in raw and str(raw[field]).lower() != want:
@@ -522,7 +581,7 @@ def _read_legacy(path: Path):
     problems = MyPTConfig.field_errors({k: raw[k] for k in (*_LEGACY_CONFIG_FIELDS, "tie_weights") if k in raw})
     if problems:
         raise CheckpointError(f"{path / CONFIG_FILE}: bad model config: {'; '.join(problems)}")
-    obj = _torch_load(path / LEGACY_WEIGHTS_FILE)
+    obj = _torch_load(path / LEGACY_WEIGHTS_FILE, mmap=mmap)
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -214,7 +214,7 @@ def _dep_phases(cfg, path_overrides: list[str], config_dir) -> tuple[list[str], 
     if not missing:
         return [], []
     by_dir = {}
-    for path in sorted((Path(config_dir) / "phase").glob("*.yaml")):
+    for path in sorted((Path(config_dir) / "phase").glob("[!_]*.yaml")):  # _base.yaml is no phase
         other = compose_config([f"phase={path.stem}", *path_overrides], config_dir)
         by_dir[Path(str(other.phase.dataset_dir)).resolve()] = path.stem
     return [by_dir[p] for p in missing if p in by_dir], [p for p in missing if p not in by_dir]
