@@ -130,6 +130,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "curriculum.run_gate": _bool,
     "curriculum.stop_on_gate_failure": _bool,
     "curriculum.gate_max_cases": _int(1, optional=True),
+    "curriculum.gate_batch_size?": _int(1, optional=True),
     "optim.lr": _number(0, low_open=True),
     "optim.weight_decay": _number(0),
     "optim.betas": _betas,
