@@ -165,3 +165,57 @@ def test_bad_input():
     with pytest.raises(ValueError, match="batch_size"):
         generate_batch(model, [[1]], batch_size=0)
     assert default_batch_size("cpu") >= 8 and default_batch_size() == default_batch_size("cpu")
+
+
+def _generate_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "generate.py"
+    spec = importlib.util.spec_from_file_location("generate_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generate_cli_batch_file(tmp_path, capsys):
+    """tools/generate.py --batch_file: every line's output equals generating for it alone."""
+    import json
+
+    from mypt_lightning.checkpoint import save_exported
+    from mypt_lightning.generation import encode_with_tags
+    from mypt_lightning.protocol import build_prompt
+    from mypt_lightning.tokenizer import get_tokenizer
+
+    torch.manual_seed(0)
+    model = MyPT(MyPTConfig.tiny(n_embd=64, n_head=4, n_layer=2, block_size=256))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.normal_(0.0, 0.3)
+    save_exported(model, tmp_path / "model")
+    tok = get_tokenizer()
+    lines = [{"prompt": "<myPT_user>Say hello.</myPT_user><myPT_assistant>"},
+             {"user": "Wie viel kostet ein Hotel?", "system": "You are MyPT."},
+             {"user": "What does it say?", "context": "The hotel allowance is 150 euros per night."}]
+    batch = tmp_path / "prompts.jsonl"
+    batch.write_text("\n".join(json.dumps(x) for x in lines[:2]) + "\n\n" + json.dumps(lines[2]) + "\n")
+    tool = _generate_tool()
+    code = tool.main(["--model", str(tmp_path / "model"), "--batch_file", str(batch), "--max_new_tokens", "10",
+                      "--batch_size", "2", "--device", "cpu", "--output", str(tmp_path / "out.jsonl")])
+    assert code == 0, capsys.readouterr().err
+    got = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    prompts = [encode_with_tags(lines[0]["prompt"], tok),
+               build_prompt([{"role": "user", "content": lines[1]["user"]}], system="You are MyPT.", tokenizer=tok),
+               build_prompt([{"role": "user", "content": lines[2]["user"], "context": lines[2]["context"]}],
+                            tokenizer=tok)]
+    expected = [generate(model, p, SamplingConfig(max_new_tokens=10)) for p in prompts]
+    assert [g["line"] for g in got] == [1, 2, 4]
+    assert [g["output"] for g in got] == [tok.decode(e.tokens) for e in expected]
+    assert [g["stop_reason"] for g in got] == [e.stop_reason for e in expected]
+    assert "3 prompts" in capsys.readouterr().err
+
+    batch.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"user": 5}) + "\n")
+    assert tool.main(["--model", str(tmp_path / "model"), "--batch_file", str(batch)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{batch}:2" in err and "must be a string" in err
