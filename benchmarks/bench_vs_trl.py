@@ -55,7 +55,7 @@ def prepare(work: Path, args) -> dict:
 
     data = work / "data"
     unpacked, packed = data / "unpacked", data / "packed"
-    if not (packed / "metadata.json").exists():
+    if not (packed / "dataset_metadata.json").exists():
         data.mkdir(parents=True, exist_ok=True)
         py = sys.executable
         run = lambda *cmd: subprocess.run([py, *map(str, cmd)], cwd=ROOT, check=True,  # noqa: E731
@@ -141,13 +141,20 @@ def _lightning_callback():
     class OursRecorder(L.Callback):
         """Added to run.py through Hydra (+callbacks.bench._target_=...): counts what ours trains on."""
 
-        def __init__(self, out: str):
+        def __init__(self, out: str, profile_step: int | None = None, profile_out: str | None = None):
             self.rec = StepRecorder(out)
+            self.prof = StepProfiler(profile_out, profile_step) if profile_step else None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if self.prof:
+                self.prof.begin(len(self.rec.steps) + 1)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.rec.batch(int(batch["seq_lengths"].sum()), int((batch["loss_weights"] > 0).sum()))
             loss = pl_module.last_step_metrics.get("train/loss")
             self.rec.step(loss)
+            if self.prof:
+                self.prof.end(len(self.rec.steps))
 
         def on_train_end(self, trainer, pl_module):
             self.rec.write()
@@ -155,8 +162,9 @@ def _lightning_callback():
     return OursRecorder
 
 
-def OursRecorder(out: str):  # noqa: N802  (Hydra instantiates this name)
-    return _lightning_callback()(out)
+def OursRecorder(out: str, profile_step: int | None = None, profile_out: str | None = None):  # noqa: N802
+    """The Lightning callback (Hydra instantiates this name)."""
+    return _lightning_callback()(out, profile_step, profile_out)
 
 
 def worker_trl(args) -> int:
@@ -190,13 +198,21 @@ def worker_trl(args) -> int:
         disable_tqdm=True, bf16=False, fp16=False,
     )
 
+    prof = StepProfiler(args.profile_out, args.profile_step) if args.profile_step else None
+
     class Recorder(TrainerCallback):
         def on_log(self, a, state, control, logs=None, **kw):
             if logs and "loss" in logs and rec.steps:
                 rec.steps[-1]["loss"] = float(logs["loss"])
 
+        def on_step_begin(self, a, state, control, **kw):
+            if prof:
+                prof.begin(len(rec.steps) + 1)
+
         def on_step_end(self, a, state, control, **kw):
             rec.step(None)
+            if prof:
+                prof.end(len(rec.steps))
 
     class CountingTrainer(SFTTrainer):
         def training_step(self, model, inputs, *a, **kw):
@@ -263,51 +279,51 @@ def summarize(steps: list[dict]) -> dict:
 # ============================================================================ profile
 
 
-def profile(args, paths: dict) -> int:
-    """One train step of each model on the same unpacked batch, under torch.profiler."""
-    import torch
-    import torch.nn.functional as F
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-    from transformers import LlamaForCausalLM
+class StepProfiler:
+    """torch.profiler around one optimizer step (``step``, counted from 1) inside a real run;
+    the table of the most expensive ops goes to ``out``."""
 
-    from data_modules import EpisodeDataset
-    from data_modules.collate import collate_samples
-    from mypt_lightning.checkpoint import load_model
+    def __init__(self, out: str, step: int, rows: int = 14):
+        self.out, self.step, self.rows, self._prof = out, step, rows, None
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ds = EpisodeDataset(paths["unpacked"], "train")
-    batch = collate_samples([ds[i] for i in range(args.batch_size)])
-    ours = load_model(paths["init_mypt"]).train()
-    hf = LlamaForCausalLM.from_pretrained(paths["init_hf"], attn_implementation="sdpa").train()
-    ids, labels, w = batch["input_ids"], batch["labels"], batch["loss_weights"]
-    attn = (batch["segment_ids"] > 0).long()
-    # transformers shifts inside (labels aligned with the inputs): the whole token row, the
-    # same targets as ours, -100 where ours has weight 0
-    hf_ids = torch.cat([ids, labels[:, -1:]], 1)
-    hf_labels = torch.cat([torch.full_like(ids[:, :1], -100), torch.where(w > 0, labels, -100)], 1)
-    hf_attn = torch.cat([attn, attn[:, -1:]], 1)
+    def begin(self, step: int) -> None:
+        if step == self.step:
+            from torch.profiler import ProfilerActivity, profile
 
-    def step_ours():
-        sel = w > 0
-        logits = ours(ids, predict_mask=sel)
-        loss = F.cross_entropy(logits, labels[sel])
-        loss.backward()
+            self._prof = profile(activities=[ProfilerActivity.CPU])
+            self._prof.__enter__()
+            self._start = time.perf_counter()
 
-    def step_hf():
-        loss = hf(input_ids=hf_ids, attention_mask=hf_attn, labels=hf_labels).loss
-        loss.backward()
+    def end(self, step: int) -> None:
+        if self._prof is not None and step == self.step:
+            seconds = time.perf_counter() - self._start
+            self._prof.__exit__(None, None, None)
+            table = self._prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=self.rows)
+            Path(self.out).write_text(f"step {step}: {seconds * 1000:.0f} ms\n{table}")
+            self._prof = None
 
-    print(f"# profile: batch {tuple(ids.shape)}, {int(attn.sum())} real tokens, {int((w > 0).sum())} supervised")
-    for name, fn in (("ours (run.py's model)", step_ours), ("transformers LlamaForCausalLM (TRL's model)", step_hf)):
-        fn()  # warm-up
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
-            fn()
-            seconds = time.perf_counter() - start
-        print(f"\n## {name}: {seconds * 1000:.0f} ms forward + backward")
-        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=args.profile_rows))
+
+def profile(args, paths: dict, env: dict, work: Path) -> int:
+    """A short run of each trainer with step 3 under torch.profiler (ops by self CPU time)."""
+    steps = args.steps
+    args.steps = 4
+    try:
+        for variant in args.variants:
+            for who, build in (("ours", ours_command), ("trl", trl_command)):
+                run_dir = work / "runs" / f"profile_{who}_{variant}"
+                out = work / "runs" / f"profile_{who}_{variant}.json"
+                prof = Path(str(out) + ".prof.txt")
+                prof.unlink(missing_ok=True)
+                cmd = build(args, paths, variant, run_dir, out)
+                cmd = cmd + (["+callbacks.bench.profile_step=3", f"+callbacks.bench.profile_out={prof}"]
+                             if who == "ours" else ["--profile_step", "3", "--profile_out", str(prof)])
+                wall, rss, code, err = run_measured(cmd, env)
+                if code != 0 or not prof.exists():
+                    print(f"{who} {variant} profile run failed (exit {code}):\n{err}", file=sys.stderr)
+                    return 1
+                print(f"\n## {who} {variant}, " + prof.read_text())
+    finally:
+        args.steps = steps
     return 0
 
 
@@ -329,26 +345,27 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=["unpacked", "packed"], choices=["unpacked", "packed"])
     p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
     p.add_argument("--json", default=None, help="also write every run's numbers here")
-    p.add_argument("--profile", action="store_true", help="profile one step of each model instead")
-    p.add_argument("--profile_rows", type=int, default=12)
+    p.add_argument("--profile", action="store_true",
+                   help="instead: a 4-step run of each trainer with step 3 under torch.profiler")
     # worker mode (internal)
     p.add_argument("--worker", choices=["trl"], help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
-    for name in ("init_hf", "trl_data", "run_dir", "out"):
+    for name in ("init_hf", "trl_data", "run_dir", "out", "profile_out"):
         p.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    p.add_argument("--profile_step", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker == "trl":
         return worker_trl(args)
 
     work = Path(args.work)
     paths = prepare(work, args)
-    if args.profile:
-        return profile(args, paths)
-    stats = dataset_stats(paths)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
+    if args.profile:
+        return profile(args, paths, env, work)
+    stats = dataset_stats(paths)
     results: dict[str, list[dict]] = {}
     for r in range(args.rounds):
         for variant in args.variants:
