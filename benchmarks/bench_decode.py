@@ -17,6 +17,18 @@ The KV-cache and HF rows run --repeats times, interleaved, and report the best r
 (background load only ever adds time); the no-cache row runs once (it is the slow one).
 The greedy tokens of all three are compared. Goals (issue 5): kv cache >= 5x no cache,
 >= 1.0x hf generate.
+
+Gates, batched vs one case at a time (issue 15)::
+
+    python benchmarks/bench_decode.py --gates                    # phases 1 and 5, batch 16 vs 1
+    python benchmarks/bench_decode.py --gates --batch_sizes 1 4 16 32 --gate_phases 1
+
+runs the phase-1 and phase-5 gates on a random d=256, 4-layer model (block 1024) whose head
+leans towards <myPT_toolcall>, </myPT_toolcall> and <myPT_eot>, so generations end at
+different lengths and the agent loops of phase 5 take 1 to 3 model calls, as a partly
+trained model's would. Each batch size runs --repeats times, interleaved, best run kept;
+the reports (without timings) must be identical to --batch_size 1. Goal: phase 1 >= 4x
+at the default batch size.
 """
 
 from __future__ import annotations
@@ -65,9 +77,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--skip_no_cache", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--gates", action="store_true", help="benchmark the gates batched vs one case at a time")
+    p.add_argument("--gate_phases", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=None,
+                   help="--gates: batch sizes to time (default: 1 and the device default)")
+    p.add_argument("--max_cases", type=int, default=None, help="--gates: cases per gate (default all)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.gates:
+        return bench_gates(args)
 
     torch.manual_seed(0)
     block = args.prompt_tokens + args.new_tokens
@@ -123,6 +142,86 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps({"config": vars(args), "seconds": rows, "same_tokens": same,
                                                "kv_times": kv_times, "hf_times": hf_times}, indent=2))
     return 0
+
+
+def gate_model(args) -> MyPT:
+    """Random weights (varied tokens) and a head biased towards the agent tags and <myPT_eot>."""
+    from mypt_lightning.tokens.special_tokens import EOT, TOOLCALL_CLOSE, TOOLCALL_OPEN
+
+    torch.manual_seed(0)
+    model = MyPT(MyPTConfig.tiny(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, block_size=1024,
+                                 lm_head_bias=True, tie_weights=False))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name and "bias" not in name:
+                param.normal_(0.0, 0.2)
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[[TOOLCALL_OPEN, TOOLCALL_CLOSE, EOT]] = torch.tensor([5.0, 5.0, 4.5])
+    return model.eval()
+
+
+def bench_gates(args) -> int:
+    from mypt_lightning.inference.batch_generation import default_batch_size
+    from mypt_lightning.gates import GATES
+    from mypt_lightning.inference.generation import ModelPolicy, SamplingConfig
+    from mypt_lightning.workspace.store import Workspace
+
+    model = gate_model(args)
+    policy = ModelPolicy(model, SamplingConfig(temperature=0.0))
+    workspace = Workspace()
+    default = default_batch_size("cpu")
+    sizes = args.batch_sizes or [1, default]
+    if 1 not in sizes:
+        sizes = [1] + sizes
+    out = {}
+    print(f"# gates, CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+          f"torch {torch.__version__}; d={args.n_embd} L={args.n_layer} ({model.num_parameters() / 1e6:.1f}M params), "
+          f"greedy, float32, best of {args.repeats}")
+    print("| gate | cases | model calls | new tokens | batch size | seconds | speed-up vs 1 | same report |")
+    print("|---|---|---|---|---|---|---|---|")
+    for phase in args.gate_phases:
+        gate = GATES[phase]
+        gate.run(policy, workspace=workspace, max_cases=2, batch_size=2)  # warm-up
+        times = {b: [] for b in sizes}
+        reports = {}
+        for _ in range(args.repeats):
+            for b in sizes:
+                t, result = timed(lambda b=b: gate.run(policy, workspace=workspace, max_cases=args.max_cases,
+                                                       batch_size=b))
+                times[b].append(t)
+                d = result.to_dict()
+                d.pop("seconds")
+                reports[b] = d
+        gens = [g for c in reports[1]["cases"] for g in _generations(c)]
+        calls, new_tokens = len(gens), sum(gens)
+        base = min(times[1])
+        out[phase] = {"cases": len(reports[1]["cases"]), "model_calls": calls, "new_tokens": new_tokens,
+                      "seconds": {b: min(v) for b, v in times.items()}, "all_times": times,
+                      "same_report": {b: reports[b] == reports[1] for b in sizes}}
+        for b in sizes:
+            s = min(times[b])
+            print(f"| phase {phase} ({gate.name}) | {len(reports[1]['cases'])} | {calls} | {new_tokens} | {b} | "
+                  f"{s:.2f} | {base / s:.2f}x | {reports[b] == reports[1]} |")
+    if 1 in args.gate_phases and default in sizes:
+        speed = min(out[1]["all_times"][1]) / min(out[1]["all_times"][default])
+        print(f"goal: phase 1 >= 4x at the default batch size ({default}): {'met' if speed >= 4 else 'MISSED'} "
+              f"({speed:.2f}x)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"config": vars(args), "gates": out}, indent=2))
+    return 0
+
+
+def _generations(case: dict) -> list[int]:
+    """New-token counts of a case's model calls (agent gates keep every generation's text)."""
+    from mypt_lightning.tokens.tokenizer import get_tokenizer
+
+    from mypt_lightning.inference.generation import encode_with_tags
+
+    details = case["details"]
+    if "generations" in details:
+        tok = get_tokenizer()
+        return [len(encode_with_tags(text, tok)) for text in details["generations"]]
+    return [details["num_tokens"]]
 
 
 if __name__ == "__main__":

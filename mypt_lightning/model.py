@@ -289,6 +289,14 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
+    def keep(self, rows: torch.Tensor, drop_front: int = 0) -> None:
+        """Keep only batch ``rows`` (a long tensor of indices) and drop the first
+        ``drop_front`` columns (padding no kept row needs): batched decoding sheds rows
+        that have finished, so later steps do not spend compute on them."""
+        self.k = self.k[:, rows, :, drop_front:]
+        self.v = self.v[:, rows, :, drop_front:]
+        self.length -= drop_front
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: MyPTConfig) -> None:
@@ -426,10 +434,31 @@ class MyPT(nn.Module):
         dtype = dtype or self.embed.weight.dtype
         return KVCache(c.n_layer, batch_size, c.n_head, max_seq_len, c.head_dim, device, dtype)
 
-    def _mask_and_positions(self, segment_ids, T, kv_cache):
+    def _padded_mask_and_positions(self, pad_lengths, T, offset):
+        """Left-padded rows (batched decoding): row b's first ``pad_lengths[b]`` columns are
+        padding. Positions count from each row's first real token; a real query attends to
+        the real keys up to itself, a padding query only to itself (so no row of the
+        softmax is empty and the padding's keys and values stay finite)."""
+        c, dev = self.config, self.embed.weight.device
+        pad = pad_lengths.to(dev).long()
+        cols = torch.arange(offset, offset + T, device=dev)
+        pos = (cols[None, :] - pad[:, None]).clamp(min=0)  # (B, T)
+        if int(pos.max()) >= c.block_size:
+            raise ValueError(f"sequence reaches position {int(pos.max()) + 1} > block_size={c.block_size}")
+        cos, sin = self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1)  # (B, 1, T, hd)
+        keys = torch.arange(offset + T, device=dev)
+        causal = keys[None, None, :] <= cols[None, :, None]
+        real = (keys[None, None, :] >= pad[:, None, None]) | (keys[None, None, :] == cols[None, :, None])
+        return AttnMask("dense", dense=(causal & real).unsqueeze(1)), cos, sin
+
+    def _mask_and_positions(self, segment_ids, T, kv_cache, pad_lengths=None):
         """The AttnMask and the RoPE cos/sin for this forward."""
         c, dev = self.config, self.embed.weight.device
         offset = kv_cache.length if kv_cache is not None else 0
+        if pad_lengths is not None:
+            if segment_ids is not None:
+                raise ValueError("pad_lengths and segment_ids cannot be combined")
+            return self._padded_mask_and_positions(pad_lengths, T, offset)
         if offset + T > c.block_size:
             raise ValueError(f"sequence reaches position {offset + T} > block_size={c.block_size}")
         if segment_ids is None:
@@ -486,7 +515,7 @@ class MyPT(nn.Module):
         return x + noise * scale.to(x.dtype)
 
     def forward(self, input_ids, segment_ids=None, seq_lengths=None, kv_cache: KVCache | None = None,
-                predict_mask=None):
+                predict_mask=None, pad_lengths=None):
         """input_ids (B, T) -> logits (B, T, vocab) float32.
 
         segment_ids (B, T): packed rows (see module docstring). seq_lengths (B,): unpadded
@@ -495,9 +524,12 @@ class MyPT(nn.Module):
         return logits (N, vocab) for the N selected positions only. Training uses it for
         the supervised positions: in SFT most targets weigh 0, and the vocab-sized head is
         the largest matmul of a small model, so this skips most of its cost and memory.
+        pad_lengths (B,): left padding of each row, counted from the first column of the
+        cache (batched decoding of prompts of different lengths; see
+        ``batch_generation``): positions and the mask then ignore the padding.
         """
         T = input_ids.shape[1]
-        mask, cos, sin = self._mask_and_positions(segment_ids, T, kv_cache)
+        mask, cos, sin = self._mask_and_positions(segment_ids, T, kv_cache, pad_lengths)
         x = self.embed(input_ids)
         if self.training and self.config.neftune_alpha > 0:
             x = self._neftune(x, segment_ids, seq_lengths)

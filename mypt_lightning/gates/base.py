@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from mypt_lightning.tokens.special_tokens import ASSISTANT_CLOSE, EOT
@@ -150,20 +150,32 @@ class Gate:
         return {k: v for k, v in out.items() if v is not None}
 
     def run(self, policy, *, workspace=None, max_cases: int | None = None, tokenizer=None,
-            progress: Callable[[CaseResult], None] | None = None, protocol=None) -> GateResult:
+            progress: Callable[[CaseResult], None] | None = None, protocol=None,
+            batch_size: int | None = None) -> GateResult:
+        """Run the gate. ``batch_size``: cases in flight at once, their model calls decoded
+        together (gates/batching.py); None = the device's default for a model policy, 1 =
+        one case after the other. The result does not depend on it (greedy decoding)."""
+        from mypt_lightning.gates.batching import resolve_batch_size, run_batched
+
         start = time.perf_counter()
         if self.needs_workspace and workspace is None:
             from mypt_lightning.workspace.store import Workspace
 
             workspace = Workspace()
         ctx = GateContext(policy, workspace, _tokenizer(tokenizer), protocol)
-        results = []
         all_cases = self.cases(workspace)
-        for case in subsample(all_cases, max_cases):
-            result = self.run_case(case, ctx)
-            results.append(result)
-            if progress is not None:
-                progress(result)
+        chosen = subsample(all_cases, max_cases)
+        batch_size = resolve_batch_size(policy, batch_size)
+        if batch_size > 1:
+            results = run_batched(lambda case, p: self.run_case(case, replace(ctx, policy=p)), chosen, policy,
+                                  batch_size, progress)
+        else:
+            results = []
+            for case in chosen:
+                result = self.run_case(case, ctx)
+                results.append(result)
+                if progress is not None:
+                    progress(result)
         metrics = self.metrics(results)
         partial = len(results) < len(all_cases)
         criteria = []

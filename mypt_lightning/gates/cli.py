@@ -37,6 +37,10 @@ def build_parser(prog: str, description: str, default_phase: str | None = None,
     parser.add_argument("--workspace", metavar="DIR", help="workspace folder or its docs/ folder (default: the bundled workspace)")
     parser.add_argument("--ood_dir", metavar="DIR", default=None, help="where the OOD sets are (default data/eval_ood)")
     parser.add_argument("--max_cases", type=int, default=None, help="run at most N cases per gate/set (quick check)")
+    parser.add_argument("--batch_size", type=int, default=None, metavar="N",
+                        help="cases decoded together; the agent gates batch each model turn over the cases "
+                             "waiting for it (default: 16 on CPU, 64 on a GPU; 1 = one case at a time). "
+                             "The report does not depend on it")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="weights dtype for inference (default float32)")
@@ -67,6 +71,9 @@ def main(argv: list[str] | None = None, *, prog: str = "eval_gates.py", descript
     except ValueError as exc:
         print(f"{prog}: --phase: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if args.batch_size is not None and args.batch_size < 1:
+        print(f"{prog}: --batch_size: expected an integer >= 1, got {args.batch_size}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         workspace = None
         if args.workspace:
@@ -76,7 +83,8 @@ def main(argv: list[str] | None = None, *, prog: str = "eval_gates.py", descript
         policy = load_policy(args.model, args.device, args.dtype)
         report = evaluate(policy, phase, regression=args.regression, workspace=workspace, ood_dir=args.ood_dir,
                           max_cases=args.max_cases, model_name=str(args.model),
-                          progress=_print_case if args.verbose else None, protocol=args.protocol)
+                          progress=_print_case if args.verbose else None, protocol=args.protocol,
+                          batch_size=args.batch_size)
     except user_errors() as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -99,39 +99,51 @@ def _turns(messages: list[dict]) -> list[tuple[dict, list[dict]]]:
 
 
 def evaluate_file(path: Path, phase: int, policy, workspace, tok, max_cases: int | None = None,
-                  protocol=None) -> OODResult:
-    from mypt_lightning.inference.agent import AgentSession
+                  protocol=None, batch_size: int | None = 1) -> OODResult:
+    """Run every episode of ``path`` (``batch_size`` conversations at once, as Gate.run) in the
+    format of ``protocol`` (protocol_profiles; default ours)."""
+    from mypt_lightning.gates.batching import resolve_batch_size, run_batched
     from mypt_lightning.tokens.protocol_profiles import get_profile
 
     profile = get_profile(protocol)
-
     records, skipped = read_episodes(path)
-    results = []
-    for i, record in enumerate(subsample(records, max_cases)):
-        system = record.get("system") or prompts_for_phase(phase)[0]
-        if profile.legacy:  # legacy models know only their own system prompt
-            system = profile.default_system()
-        tools = workspace if phase >= 5 else None
-        session = AgentSession(policy, tools, system, max_steps=5 if phase >= 5 else 1,
-                               max_new_tokens=MAX_NEW_TOKENS, tokenizer=tok, profile=profile)
-        expect = (record.get("_meta") or {}).get("expect") or {}
-        turns = _turns(record["messages"])
-        languages = expect.get("turn_languages") or [record.get("language")] * len(turns)
-        cites = expect.get("turn_cites") or [None] * len(turns)
-        per_turn = []
-        for (user, reference), language, cite in zip(turns, languages, cites):
-            turn = session.ask(user["content"], user.get("context"))
-            per_turn.append(_judge_turn(turn, reference, language, phase, cite))
-        first_user = _turns(record["messages"])[0][0]
-        prompt_len = len(profile.build_prompt({"system": system, "messages": [first_user]}, tokenizer=tok))
-        checks = {f"turn{k + 1}_{name}": ok for k, t in enumerate(per_turn) for name, ok in t["checks"].items()}
-        reasons = {f"turn{k + 1}_{name}": why for k, t in enumerate(per_turn) for name, why in t["reasons"].items()}
-        case = Case(f"ood-{path.stem}-{i:03d}", f"ood_phase{phase}", record.get("language") or "mixed",
-                    record["messages"], system)
-        results.append(CaseResult(case.id, case.category, case.language, tok.decode(session.tokens[:prompt_len]),
-                                  tok.decode(session.tokens[prompt_len:]), all(checks.values()), checks,
-                                  explain(checks, reasons), {"turns": [t["details"] for t in per_turn]}))
+    items = list(enumerate(subsample(records, max_cases)))
+    size = resolve_batch_size(policy, batch_size)
+    if size > 1:
+        results = run_batched(lambda item, p: _run_record(path, phase, item[0], item[1], p, workspace, tok, profile),
+                              items, policy, size)
+    else:
+        results = [_run_record(path, phase, i, record, policy, workspace, tok, profile) for i, record in items]
     return OODResult(str(path), phase, rate(r.passed for r in results), results, skipped)
+
+
+def _run_record(path: Path, phase: int, i: int, record: dict, policy, workspace, tok, profile) -> CaseResult:
+    """One OOD episode through the agent loop, judged turn by turn."""
+    from mypt_lightning.inference.agent import AgentSession
+
+    system = record.get("system") or prompts_for_phase(phase)[0]
+    if profile.legacy:  # legacy models know only their own system prompt
+        system = profile.default_system()
+    tools = workspace if phase >= 5 else None
+    session = AgentSession(policy, tools, system, max_steps=5 if phase >= 5 else 1,
+                           max_new_tokens=MAX_NEW_TOKENS, tokenizer=tok, profile=profile)
+    expect = (record.get("_meta") or {}).get("expect") or {}
+    turns = _turns(record["messages"])
+    languages = expect.get("turn_languages") or [record.get("language")] * len(turns)
+    cites = expect.get("turn_cites") or [None] * len(turns)
+    per_turn = []
+    for (user, reference), language, cite in zip(turns, languages, cites):
+        turn = session.ask(user["content"], user.get("context"))
+        per_turn.append(_judge_turn(turn, reference, language, phase, cite))
+    first_user = _turns(record["messages"])[0][0]
+    prompt_len = len(profile.build_prompt({"system": system, "messages": [first_user]}, tokenizer=tok))
+    checks = {f"turn{k + 1}_{name}": ok for k, t in enumerate(per_turn) for name, ok in t["checks"].items()}
+    reasons = {f"turn{k + 1}_{name}": why for k, t in enumerate(per_turn) for name, why in t["reasons"].items()}
+    case = Case(f"ood-{path.stem}-{i:03d}", f"ood_phase{phase}", record.get("language") or "mixed",
+                record["messages"], system)
+    return CaseResult(case.id, case.category, case.language, tok.decode(session.tokens[:prompt_len]),
+                      tok.decode(session.tokens[prompt_len:]), all(checks.values()), checks,
+                      explain(checks, reasons), {"turns": [t["details"] for t in per_turn]})
 
 
 def _judge_turn(turn, reference: list[dict], language: str | None, phase: int, cite_doc: str | None = None) -> dict:

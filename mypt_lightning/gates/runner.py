@@ -79,9 +79,11 @@ class EvalReport:
 
 def evaluate(policy, phase, *, regression: bool = False, workspace=None, ood_dir: str | os.PathLike | None = None,
              max_cases: int | None = None, tokenizer=None, model_name: str | None = None,
-             progress: Callable[[str, CaseResult], None] | None = None, protocol=None) -> EvalReport:
+             progress: Callable[[str, CaseResult], None] | None = None, protocol=None,
+             batch_size: int | None = None) -> EvalReport:
     """Run phase ``phase``'s gate; with ``regression`` also every earlier gate and the OOD sets.
-    ``protocol``: the profile the model was trained on (protocol_profiles; default ours)."""
+    ``protocol``: the profile the model was trained on (protocol_profiles; default ours).
+    ``batch_size``: cases decoded together (None = the device's default, 1 = one at a time)."""
     start = time.perf_counter()
     number = parse_phase(phase)
     phases = list(range(1, number + 1)) if regression else [number]
@@ -98,7 +100,8 @@ def evaluate(policy, phase, *, regression: bool = False, workspace=None, ood_dir
         gate = GATES[p]
         callback = (lambda r, name=gate.name: progress(name, r)) if progress else None
         results.append(gate.run(policy, workspace=workspace, max_cases=max_cases, tokenizer=tokenizer,
-                                progress=callback, protocol=protocol))
+                                progress=callback, protocol=protocol,
+                                batch_size=batch_size))
     report = EvalReport(number, regression, all(r.passed for r in results), results, model=model_name)
     if regression:
         directory = Path(ood_dir) if ood_dir is not None else DEFAULT_OOD_DIR
@@ -106,7 +109,8 @@ def evaluate(policy, phase, *, regression: bool = False, workspace=None, ood_dir
         if number >= 3 and not files:
             report.warnings.append(f"no OOD sets (phase{{3..{number}}}_*.jsonl) found in {directory}")
         for k, path in files:
-            result = evaluate_file(path, k, policy, workspace, tokenizer, max_cases, protocol=protocol)
+            result = evaluate_file(path, k, policy, workspace, tokenizer, max_cases, protocol=protocol,
+                                   batch_size=batch_size)
             if progress:
                 for case in result.cases:
                     progress(path.name, case)

@@ -126,11 +126,12 @@ def _tokenizer(tokenizer):
 
 def process_logits(logits: torch.Tensor, config: SamplingConfig, seen: torch.Tensor | None = None) -> torch.Tensor:
     """Apply the unused-row mask, repetition penalty and (when sampling) temperature,
-    top-k and top-p to one row of logits (vocab,). ``seen``: bool (vocab,) of ids in context.
+    top-k and top-p to one row of logits (vocab,) or to a batch of rows (B, vocab), each
+    row on its own. ``seen``: bool, the same shape, ids in context.
     Returns a new float32 tensor; removed entries are -inf."""
     logits = logits.float().clone()
     if config.suppress_unused and logits.shape[-1] > TOKENIZER_VOCAB_SIZE:
-        logits[TOKENIZER_VOCAB_SIZE:] = float("-inf")
+        logits[..., TOKENIZER_VOCAB_SIZE:] = float("-inf")
     if config.repetition_penalty != 1.0 and seen is not None:
         vals = logits[seen]
         logits[seen] = torch.where(vals < 0, vals * config.repetition_penalty, vals / config.repetition_penalty)
@@ -140,14 +141,14 @@ def process_logits(logits: torch.Tensor, config: SamplingConfig, seen: torch.Ten
         logits = logits / config.temperature
     if config.top_k > 0:
         k = min(config.top_k, logits.shape[-1])
-        kth = torch.topk(logits, k).values[-1]
+        kth = torch.topk(logits, k).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if config.top_p < 1.0:
         sorted_logits, sorted_idx = torch.sort(logits, descending=False)
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         remove = cumulative <= (1 - config.top_p)
-        remove[-1] = False  # always keep the most likely token
-        logits = logits.masked_fill(torch.zeros_like(remove).scatter(0, sorted_idx, remove), float("-inf"))
+        remove[..., -1] = False  # always keep the most likely token
+        logits = logits.masked_fill(torch.zeros_like(remove).scatter(-1, sorted_idx, remove), float("-inf"))
     return logits
 
 
@@ -279,6 +280,13 @@ class ModelPolicy:
         config = self.sampling.with_(max_new_tokens=max_new_tokens,
                                      stop_ids=frozenset(stop_ids) if stop_ids is not None else None)
         return generate(self.model, prompt_ids, config, on_token=on_token)
+
+    def generate_batch(self, requests, batch_size: int | None = None) -> list[GenerationResult]:
+        """Many calls at once (``batch_generation.GenerationRequest`` s, each with its own
+        budget and stop ids): decoded together, greedy results equal to calling one by one."""
+        from mypt_lightning.inference.batch_generation import generate_batch
+
+        return generate_batch(self.model, requests, self.sampling, batch_size=batch_size)
 
 
 class TextPolicy:

@@ -42,11 +42,12 @@ class GateCallback(L.Callback):
         table_rows: cases shown in the sample table (the failed ones first).
         output_dir: where the JSON/CSV go without W&B (default: the trainer's default_root_dir).
         workspace: docs folder for the phase 3-6 gates (default: the bundled workspace).
+        batch_size: cases decoded together (None = the device's default, 1 = one at a time).
     """
 
     def __init__(self, phase: int | str, every_n_validations: int = 1, max_cases: int | None = None,
                  table_rows: int = 30, output_dir: str | None = None, workspace: str | None = None,
-                 protocol: str = "ours"):
+                 protocol: str = "ours", batch_size: int | None = None):
         super().__init__()
         from mypt_lightning.tokens.protocol_profiles import get_profile
 
@@ -60,6 +61,10 @@ class GateCallback(L.Callback):
         self.table_rows = table_rows
         self.output_dir = output_dir
         self.workspace_dir = workspace
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be an integer >= 1 or null, got {batch_size!r}")
+        self.batch_size = batch_size
         self._workspace = None
         self._validations = 0
         self._warned = False
@@ -96,7 +101,8 @@ class GateCallback(L.Callback):
         was_training = model.training
         try:
             result = self.gate.run(ModelPolicy(model, SamplingConfig(temperature=0.0)), workspace=self._workspace,
-                                   max_cases=self.max_cases, protocol=self.protocol)
+                                   max_cases=self.max_cases, protocol=self.protocol,
+                                   batch_size=self.batch_size)
         finally:
             model.train(was_training)
         step = trainer.global_step

@@ -109,6 +109,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.truncate?": lambda v: None if v in ("head", "tail") else "head or tail",
     "model.compile?": _bool,
     "phase.extends_context?": _bool,
+    "curriculum.gate_batch_size?": _int(1, optional=True),
 }
 
 

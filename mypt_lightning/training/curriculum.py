@@ -84,7 +84,7 @@ def run_phase_gate(cfg: DictConfig, export_dir: Path) -> dict | None:
         return None
     policy = load_policy(str(export_dir), device="auto")
     report = evaluate(policy, int(number), max_cases=cfg.curriculum.get("gate_max_cases"),
-                      model_name=str(export_dir))
+                      model_name=str(export_dir), batch_size=cfg.curriculum.get("gate_batch_size"))
     path = export_dir.parent / GATE_REPORT
     report.write(str(path))
     return {"phase": int(number), "passed": bool(report.passed), "report": str(path)}
