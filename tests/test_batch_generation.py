@@ -207,8 +207,9 @@ def test_generate_cli_batch_file(tmp_path, capsys):
     got = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     prompts = [encode_with_tags(lines[0]["prompt"], tok),
                build_prompt([{"role": "user", "content": lines[1]["user"]}], system="You are MyPT.", tokenizer=tok),
+               # no "system" and no --system: the prompt the model was trained with (phase 1's, no phase known)
                build_prompt([{"role": "user", "content": lines[2]["user"], "context": lines[2]["context"]}],
-                            tokenizer=tok)]
+                            system="You are MyPT.", tokenizer=tok)]
     expected = [generate(model, p, SamplingConfig(max_new_tokens=10)) for p in prompts]
     assert [g["line"] for g in got] == [1, 2, 4]
     assert [g["output"] for g in got] == [tok.decode(e.tokens) for e in expected]
