@@ -11,6 +11,7 @@ What the composed keys may hold is checked by
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -46,11 +47,25 @@ SHORT_KEYS = {
 }
 
 
+def _compact(text: str) -> str:
+    """A number as short as it reads: 0.001 -> 1e-3, 3e-05 -> 3e-5, 0.05 -> 0.05; other text unchanged."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if text.lstrip("+-").isdigit() or not math.isfinite(number):
+        return text
+    if number != 0 and abs(number) < 1e-2:
+        mantissa, exponent = f"{number:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{number:g}"
+
+
 def sweep_suffix(base: str, job_overrides: list[str], swept: list[str]) -> str:
     """``-lr3e-5-neft5`` for a job whose overrides hold ``optim.lr=3e-5 model.neftune_alpha=5``
     when those keys are ``swept``; a value already in ``base`` (the phase of a curriculum) is left out.
 
-    >>> sweep_suffix("phase3_chat_sft", ["optim.lr=3e-5", "model.neftune_alpha=5", "model=tiny"],
+    >>> sweep_suffix("phase3_chat_sft", ["optim.lr=3e-05", "model.neftune_alpha=5", "model=tiny"],
     ...              ["optim.lr", "model.neftune_alpha"])
     '-lr3e-5-neft5'
     """
@@ -63,7 +78,7 @@ def sweep_suffix(base: str, job_overrides: list[str], swept: list[str]) -> str:
     for key in swept:
         if key not in values:
             continue
-        value = re.sub(r"[^A-Za-z0-9.+-]+", "_", values[key].rstrip("/").rsplit("/", 1)[-1]).strip("_")
+        value = re.sub(r"[^A-Za-z0-9.+-]+", "_", _compact(values[key].rstrip("/").rsplit("/", 1)[-1])).strip("_")
         if not value or value in base:
             continue
         short = SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
