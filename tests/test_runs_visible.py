@@ -193,7 +193,7 @@ def test_tiny_run_console_run_log_summary_plots_and_resume(tmp_path):
         "model.n_embd=32", "model.n_head=2", "model.n_layer=2", "model.block_size=64", "model.rope_scale=1.0",
         "optim.warmup_steps=1", "train.accumulate_grad_batches=2", "train.eval_every_steps=2",
         "train.checkpoint_every_steps=2", "data.batch_size=2", "data.num_workers=0", "data.max_val_samples=4",
-        "curriculum.run_gate=true", "curriculum.gate_max_cases=4",
+        "curriculum.run_gate=true", "curriculum.gate_max_cases=4", "callbacks=gate", "callbacks.gate.max_cases=4",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = _run([*overrides, "train.max_steps=4"], env)
@@ -204,6 +204,7 @@ def test_tiny_run_console_run_log_summary_plots_and_resume(tmp_path):
     validations = [l for l in out.splitlines() if " validation: " in l]
     assert [l.split(" validation")[0] for l in validations] == ["[mypt] step 2", "[mypt] step 4"]
     assert all("val: loss " in l for l in validations)
+    assert "[mypt] step 2 gate phase 1: FAIL (pass_rate " in out  # the gate run at each validation, one line
     assert "Validation DataLoader" not in out + first.stderr
     assert "Tip:" not in out + first.stderr and "LeafSpec" not in out + first.stderr
     run_dir = tmp_path / "runs" / "visible"
@@ -216,14 +217,18 @@ def test_tiny_run_console_run_log_summary_plots_and_resume(tmp_path):
     assert "-> " in summary and "EN  " in summary and "DE  " in summary
     for what in ("run dir", "checkpoints", "export", "gate report", "logs", "plots"):
         assert f"  {what} " in summary, what
-    for name in ("train_loss", "val_loss", "lr", "grad_norm", "tokens_per_sec", "supervised_fraction", "overview"):
+    for name in ("train_loss", "val_loss", "lr", "grad_norm", "tokens_per_sec", "supervised_fraction",
+                 "gate_pass_rates", "overview"):
         check_png(run_dir / "plots" / f"{name}.png")
 
-    resumed = _run([*overrides, "train.max_steps=6", "ckpt_path=last"], env)
+    # the resume draws the bar (as on a terminal): it starts at the checkpoint's step, of max_steps
+    resumed = _run([*overrides, "train.max_steps=6", "ckpt_path=last", "callbacks.progress_bar.tty=true"], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "[mypt] step 5/6" in resumed.stdout and "[mypt] step 6/6 (100%)" in resumed.stdout
-    assert "resumed at step 4, 2 steps in this process" in resumed.stdout
+    bar = resumed.stdout
+    assert "Training (steps)" in bar and "| 4/6 [" in bar and "| 6/6 [" in bar and "/?" not in bar
+    assert "resumed at step 4, 2 steps in this process" in bar
     log = (run_dir / "run.log").read_text()
-    assert log.count("---- summary of visible ----") == 2 and "\x1b" not in log
+    assert log.count("---- summary of visible ----") == 2 and "\x1b" not in log and "\r" not in log
+    assert "[mypt] step 5/6" in log and "[mypt] step 6/6 (100%)" in log  # the bar's steps as lines
     rows = csv_columns(run_dir / "csv" / "metrics.csv")
     assert sorted(rows["train/loss"]) == [1, 2, 3, 4, 5, 6] and sorted(rows["val/val/loss"]) == [2, 4, 6]
