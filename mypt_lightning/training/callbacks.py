@@ -111,7 +111,8 @@ class GateCallback(L.Callback):
         self.last_result = (step, result)
         from mypt_lightning.training.console import emit
 
-        rates = " ".join(f"{k} {v:.2f}" for k, v in result.metrics.items() if k.startswith(("pass_rate", "answers_in", "exact")))
+        judged = [c.metric for c in self.gate.criteria if c.metric in result.metrics]  # what the verdict rests on
+        rates = " ".join(f"{m} {result.metrics[m]:.2f}" for m in judged)
         emit(f"[mypt] step {step} gate phase {self.phase}: {'PASS' if result.passed else 'FAIL'} ({rates})")
         self._log_samples(trainer, result, step)
         return result
