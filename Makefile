@@ -21,8 +21,10 @@ demo-data: setup
 	else echo "[demo] using existing $(DEMO)/sft_phase1_format_lock"; fi
 
 # The whole suite, slow tests included (what CI runs; ~6 min on 2 idle cores).
+# -v names each test as it starts (a long one is visible while it runs); --durations lists
+# the slowest at the end.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -v --durations=25
 
 # Without the slow tests (the CPU gate proof, torch.compile): for quick iterations.
 test-fast: setup

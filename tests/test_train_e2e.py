@@ -165,15 +165,35 @@ def test_multirun_sweep_runs_four_jobs_with_their_own_wandb_runs(dataset, tmp_pa
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert [p.name for p in jobs] == [f"{i}_phase1_format_lock" for i in range(4)]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name[0].isdigit())
+    # every job named after its swept values: directory, run name, W&B run name
+    names = ["phase1_format_lock-lr1e-3-neft0", "phase1_format_lock-lr1e-3-neft5",
+             "phase1_format_lock-lr3e-3-neft0", "phase1_format_lock-lr3e-3-neft5"]
+    assert [p.name for p in jobs] == [f"{i}_{name}" for i, name in enumerate(names)]
     run_ids = set()
-    for job in jobs:
+    for job, name in zip(jobs, names):
         assert (job / "export" / "model.safetensors").exists()
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, runs
         run_ids.add(runs[0].name.rsplit("-", 1)[-1])
+        assert json.loads((job / "run_info.json").read_text())["run_name"] == name
+        assert wandb_display_name(next(runs[0].glob("run-*.wandb"))) == name
     assert len(run_ids) == 4
+    assert (tmp_path / "sweep" / "plots" / "overview.png").exists()  # all jobs overlaid
+
+
+def wandb_display_name(path: Path) -> str:
+    """The run name recorded in a W&B offline run file."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    from mypt_lightning.training.plots import _wandb_records
+
+    for raw in _wandb_records(path.read_bytes()):
+        record = pb.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "run":
+            return record.run.display_name
+    raise AssertionError(f"no run record in {path}")
 
 
 def test_gate_failure_stops_the_next_phase(dataset, tmp_path):

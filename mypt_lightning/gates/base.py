@@ -28,11 +28,13 @@ _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le
 
 @dataclass(frozen=True)
 class Criterion:
-    """``metric op value``, e.g. Criterion("exact_match", ">", 0.80)."""
+    """``metric op value``, e.g. Criterion("exact_match", ">", 0.80). ``hint``: what usually
+    fixes it when it fails (shown by the end-of-run summary; not part of the verdict)."""
 
     metric: str
     op: str
     value: float
+    hint: str = ""
 
     def check(self, metrics: dict[str, float]) -> bool:
         actual = metrics.get(self.metric)
@@ -181,7 +183,7 @@ class Gate:
         criteria = []
         for c in self.criteria:
             entry = {"metric": c.metric, "op": c.op, "value": c.value, "actual": metrics.get(c.metric),
-                     "ok": c.check(metrics), "text": c.describe(metrics)}
+                     "ok": c.check(metrics), "text": c.describe(metrics), "hint": c.hint}
             if partial and c.metric not in metrics:  # a --max_cases subset without cases of that kind
                 entry.update(ok=True, skipped=True, text=f"{c.metric}: not measured on this subset of "
                                                          f"{len(results)} cases (skipped)")

@@ -67,9 +67,13 @@ class Phase1Gate(Gate):
     name = "format_lock"
     description = ("closes with </myPT_assistant><myPT_eot> within 20 tokens on simple prompts, "
                    "no runaway, answers in EN and DE")
-    criteria = (Criterion("pass_rate", ">=", 0.90), Criterion("pass_rate_en", ">=", 0.80),
-                Criterion("pass_rate_de", ">=", 0.80), Criterion("answers_in_en", ">=", 0.50),
-                Criterion("answers_in_de", ">=", 0.50))
+    criteria = (
+        Criterion("pass_rate", ">=", 0.90, hint="more steps (or a higher lr) on the format-lock data; see the failed cases' reasons in the report"),
+        Criterion("pass_rate_en", ">=", 0.80, hint="more steps; more English format-lock/echo examples"),
+        Criterion("pass_rate_de", ">=", 0.80, hint="more steps; more German format-lock/echo examples (generators' --language mixed or de)"),
+        Criterion("answers_in_en", ">=", 0.50, hint="more steps; more English data (the model answers in the wrong language)"),
+        Criterion("answers_in_de", ">=", 0.50, hint="more German data and more steps (German answers are learned last)"),
+    )
 
     def cases(self, workspace=None) -> list[Case]:
         out = []

@@ -31,7 +31,9 @@ class Phase2Gate(Gate):
     phase = 2
     name = "operators"
     description = "operator (COPY/WRAP/EXTRACT) exact match on unseen payloads and phrasings > 80%"
-    criteria = (Criterion("exact_match", ">", 0.80),)
+    criteria = (
+        Criterion("exact_match", ">", 0.80, hint="more steps; more operator examples (tools/generate_operator_dataset.py); keep phase-1 replay in the mix"),
+    )
 
     def cases(self, workspace=None) -> list[Case]:
         from mypt_lightning.generators import operators

@@ -99,9 +99,13 @@ class Phase3Gate(Gate):
     phase = 3
     name = "chat"
     description = "format, echo, anti-echo, answers in the user's language, cites when context is given"
-    criteria = (Criterion("pass_rate_format", ">=", 0.90), Criterion("pass_rate_echo", ">=", 0.80),
-                Criterion("pass_rate_anti_echo", ">=", 0.80), Criterion("pass_rate_cite", ">=", 0.80),
-                Criterion("language", ">=", 0.80))
+    criteria = (
+        Criterion("pass_rate_format", ">=", 0.90, hint="more phase-1 replay in the mix; more steps"),
+        Criterion("pass_rate_echo", ">=", 0.80, hint="more echo examples in the chat mix"),
+        Criterion("pass_rate_anti_echo", ">=", 0.80, hint="more anti-echo examples (questions that must not be repeated back)"),
+        Criterion("pass_rate_cite", ">=", 0.80, hint="more context-with-citation examples (RAG chat data)"),
+        Criterion("language", ">=", 0.80, hint="more data in the weaker language (often German); bilingual pairs"),
+    )
     needs_workspace = True
 
     def cases(self, workspace=None) -> list[Case]:

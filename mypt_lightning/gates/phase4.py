@@ -45,7 +45,10 @@ class Phase4Gate(Gate):
     phase = 4
     name = "multiturn"
     description = "topic and language kept across 3+ turns, clean </myPT_assistant><myPT_eot> turn boundaries"
-    criteria = (Criterion("pass_rate", ">=", 0.80), Criterion("clean_boundaries", ">=", 0.90))
+    criteria = (
+        Criterion("pass_rate", ">=", 0.80, hint="more multi-turn episodes (3+ turns), both languages; more steps"),
+        Criterion("clean_boundaries", ">=", 0.90, hint="more phase-1 replay; check the turn masks of the multi-turn data"),
+    )
     needs_workspace = True
 
     def cases(self, workspace=None) -> list[Case]:

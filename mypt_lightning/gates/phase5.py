@@ -94,8 +94,11 @@ class Phase5Gate(Gate):
     phase = 5
     name = "simple_toolcall"
     description = "correct tool with valid JSON > 90%, NO_TOOL accuracy > 80%, grounded answers cite"
-    criteria = (Criterion("tool_correct_valid_json", ">", 0.90), Criterion("no_tool_accuracy", ">", 0.80),
-                Criterion("grounded_cite", ">=", 0.80))
+    criteria = (
+        Criterion("tool_correct_valid_json", ">", 0.90, hint="more tool-call episodes per tool; more steps"),
+        Criterion("no_tool_accuracy", ">", 0.80, hint="more NO_TOOL episodes (questions answered without a tool)"),
+        Criterion("grounded_cite", ">=", 0.80, hint="more episodes whose answer cites the tool result"),
+    )
     needs_workspace = True
 
     def cases(self, workspace=None) -> list[Case]:

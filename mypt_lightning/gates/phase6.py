@@ -56,8 +56,12 @@ class Phase6Gate(Gate):
     name = "agentic_rag"
     description = ("2-3 step tool chains complete without loops, final answer grounded in tool results, "
                    "think before tool choices, cite present")
-    criteria = (Criterion("completion", ">=", 0.80), Criterion("grounded", ">=", 0.80),
-                Criterion("think_before_tools", ">=", 0.80), Criterion("cite", ">=", 0.80))
+    criteria = (
+        Criterion("completion", ">=", 0.80, hint="more 2-3 step agent episodes that finish; more steps"),
+        Criterion("grounded", ">=", 0.80, hint="more episodes whose answer uses the tool results"),
+        Criterion("think_before_tools", ">=", 0.80, hint="more episodes with a think step before each tool call"),
+        Criterion("cite", ">=", 0.80, hint="more agent episodes that cite their sources"),
+    )
     needs_workspace = True
 
     def cases(self, workspace=None) -> list[Case]:

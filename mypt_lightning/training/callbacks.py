@@ -69,6 +69,7 @@ class GateCallback(L.Callback):
         self._validations = 0
         self._warned = False
         self.history: list[tuple[int, dict[str, float]]] = []  # (step, metrics) per run
+        self.last_result = None  # (step, GateResult) of the latest run (the end-of-run summary shows it)
 
     def _prefix(self) -> str:
         return f"gate/phase{self.phase}"
@@ -113,6 +114,12 @@ class GateCallback(L.Callback):
         for key, value in metrics.items():
             trainer.callback_metrics[key] = torch.tensor(value)
         self.history.append((step, metrics))
+        self.last_result = (step, result)
+        from mypt_lightning.training.console import emit
+
+        judged = [c.metric for c in self.gate.criteria if c.metric in result.metrics]  # what the verdict rests on
+        rates = " ".join(f"{m} {result.metrics[m]:.2f}" for m in judged)
+        emit(f"[mypt] step {step} gate phase {self.phase}: {'PASS' if result.passed else 'FAIL'} ({rates})")
         self._log_samples(trainer, result, step)
         return result
 

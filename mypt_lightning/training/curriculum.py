@@ -23,7 +23,9 @@ def export_candidates(output_dir: Path, previous: str) -> list[Path]:
     """Existing exports of phase ``previous`` next to ``output_dir``, oldest first."""
     parent = output_dir.parent
     found = [parent / previous / "export"]
-    found += sorted(parent.glob(f"*_{previous}/export"), key=lambda p: p.stat().st_mtime)
+    # <n>_<phase>, or <n>_<phase>-<swept values> when a sweep varies more than the phase
+    jobs = [*parent.glob(f"*_{previous}/export"), *parent.glob(f"*_{previous}-*/export")]
+    found += sorted(jobs, key=lambda p: p.stat().st_mtime)
     return [p for p in found if p.exists()]
 
 

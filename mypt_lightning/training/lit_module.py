@@ -112,6 +112,9 @@ class MyPTLitModule(L.LightningModule):
         self.skipped_steps = 0
         self._val_sums: dict[int, dict[str, torch.Tensor]] = {}
         self.last_step_metrics: dict[str, float] = {}  # the latest optimizer step's train/* metrics
+        self.last_val_metrics: dict[str, float] = {}  # the latest validation's val/<set>/* (console, summary)
+        self.tokens_trained = 0  # tokens of the optimizer steps this process ran, all ranks (summary's tokens/s)
+        self.start_step = 0  # the optimizer step this process started at (a resumed run's checkpoint step)
         # Set at each step's end from the step's one all-reduce: some rank was asked to stop
         # (the Preemption callback's flag travels with the loss sums; fault_tolerance.py).
         self.stop_requested_anywhere = False
@@ -206,6 +209,7 @@ class MyPTLitModule(L.LightningModule):
 
         now = time.perf_counter()
         tokens = sums["tokens"]
+        self.tokens_trained += int(tokens)
         metrics = {
             "train/loss": loss,
             "train/ppl": math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan"),
@@ -296,6 +300,7 @@ class MyPTLitModule(L.LightningModule):
             metrics[f"val/{name}/acc"] = float(correct) / max(1.0, float(supervised))
         if metrics and not self.trainer.sanity_checking:
             self._log_metrics(metrics)
+            self.last_val_metrics = metrics
         first = f"val/{self.val_set_names[0]}/loss"
         if first in metrics:
             # For ModelCheckpoint(monitor="val_loss") and the progress bar.
@@ -332,6 +337,7 @@ class MyPTLitModule(L.LightningModule):
     def on_train_start(self) -> None:
         # Restore RNG after Lightning has set up everything that might draw random numbers,
         # so dropout and NEFTune noise continue exactly where the interrupted run stopped.
+        self.start_step = self.global_step
         pending = getattr(self, "_pending_rng", None)
         if pending is not None:
             _restore_rng_state(pending)

@@ -9,12 +9,23 @@ appear twice; the later rows are the resumed run's.
 
 from __future__ import annotations
 
+import csv
+
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
 class _AppendingExperimentWriter(ExperimentWriter):
+    def __init__(self, log_dir: str):
+        super().__init__(log_dir)
+        # Start from the existing file's columns: otherwise the first save of the resumed
+        # process rewrites the header with only the keys it logged so far, and fails on the
+        # old rows' other columns (a resume whose first steps run no validation).
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                self.metrics_keys = list(next(csv.reader(fh), []))
+
     def _check_log_dir_exists(self) -> None:  # keep metrics.csv: we append to it
         pass
 

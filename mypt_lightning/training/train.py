@@ -18,6 +18,7 @@ a run needs is instantiated here from the config (``data``, ``logger``, ``callba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shlex
@@ -34,7 +35,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from data_modules.atomic_write import write_text_atomic
 from data_modules.episode_format import DatasetFormatError
 from mypt_lightning.weights.checkpoint import check_loadable, check_resumable, trusted_types
+from mypt_lightning.config import sweep_name
 from mypt_lightning.training.config_checks import validate_config
+from mypt_lightning.training.console import capture_run_log, silence_known_noise
 from mypt_lightning.training.curriculum import resolve_init_from, run_phase_gate
 from mypt_lightning.errors import UserError
 from mypt_lightning.training.fault_tolerance import (
@@ -205,6 +208,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     """Run one training job described by ``cfg``; returns the final metrics.
 
     ``extra_callbacks`` are added to the configured ones (programmatic use: notebooks, tests).
+    At the end (rank 0) it writes ``<run dir>/plots/`` and prints a summary; the console
+    output of the run also goes to ``<run dir>/run.log``.
     """
     validate_config(cfg)  # every key's type and range, before anything touches the disk
     output_dir = Path(cfg.paths.output_dir)
@@ -223,12 +228,31 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     check_output_dir(output_dir, estimate_checkpoint_bytes(count_parameters(cfg)))
     with open_dict(cfg):
         cfg.run_id = resolve_run_id(output_dir, resuming=ckpt_path is not None)
+    if sweep_dir(cfg) is not None:
+        with open_dict(cfg):  # every job of a sweep its own name: phase3_chat_sft-lr3e-5-neft5
+            cfg.run_name = sweep_name(str(cfg.run_name))
     if is_first_process():  # ranks started alongside (torchrun, srun) must not look like a previous run
         _write_run_info(output_dir, cfg, init_from)
 
-    # Checkpoints are taken right after an optimizer step, which is what we want them to hold;
-    # Lightning warns about that for manually optimised modules.
-    warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
+    run_log = capture_run_log(output_dir / "run.log") if is_first_process() else contextlib.nullcontext()
+    with run_log:
+        return _train_in_run_dir(cfg, output_dir, ckpt_path, init_from, datamodule, extra_callbacks)
+
+
+def sweep_dir(cfg: DictConfig) -> Path | None:
+    """The multirun's directory when this is one of its jobs, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(cfg.paths.output_dir).parent
+
+
+def _train_in_run_dir(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, init_from: str | None,
+                      datamodule, extra_callbacks: list | None) -> dict:
+    started = time.perf_counter()
+    silence_known_noise()  # Lightning's adverts, the warnings we know are harmless (console.py lists them)
     L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg, init_from, datamodule.val_set_names)
     preemption = Preemption()  # stop signals: save at the step end, then stop (fault_tolerance)
@@ -261,7 +285,9 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
         preemption.uninstall()
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    fit_seconds = time.perf_counter() - started
     export_dir = output_dir / "export"
+    gate = None
     if cfg.train.get("export", True) and not trainer.interrupted:
         from mypt_lightning.training.distributed import export_final_model
 
@@ -274,13 +300,44 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
                 print(f"[mypt] phase {gate['phase']} success gate {verdict}: {gate['report']}")
     _finish_loggers(loggers)
     if trainer.is_global_zero:
-        print(f"[mypt] run directory: {output_dir}")
-        print(f"[mypt] checkpoints:   {output_dir / 'checkpoints'} (last.ckpt resumes with ckpt_path=last)")
-        if cfg.train.get("export", True):
-            print(f"[mypt] exported model: {export_dir} (the next phase's init_from)")
-        for logger in loggers:
-            print(f"[mypt] {type(logger).__name__} logs: {getattr(logger, 'log_dir', None) or getattr(logger, 'save_dir', None)}")
+        _report(cfg, output_dir, trainer, module, loggers, gate, module.start_step, fit_seconds)
     return metrics
+
+
+def _report(cfg, output_dir: Path, trainer, module, loggers, gate: dict | None, start_step: int,
+            seconds: float) -> None:
+    """Plots and the summary at the end of a run; neither may fail the run (a warning instead)."""
+    from mypt_lightning.training.plots import write_run_plots
+    from mypt_lightning.training.run_summary import RunFacts, print_summary
+
+    plots = []
+    try:
+        plots = write_run_plots(output_dir, sweep_dir(cfg))
+    except Exception as err:  # noqa: BLE001 - plotting must never cost a finished run
+        warnings.warn(f"could not write the plots of {output_dir}: {type(err).__name__}: {err}; "
+                      f"try `python tools/plot_run.py {output_dir}`")
+    try:
+        facts = RunFacts(
+            run_name=str(cfg.run_name), output_dir=output_dir, global_step=trainer.global_step,
+            max_steps=trainer.max_steps, start_step=start_step, seconds=seconds, tokens=module.tokens_trained,
+            train_loss=module.last_step_metrics.get("train/loss"), val_metrics=dict(module.last_val_metrics),
+            export_dir=output_dir / "export" if cfg.train.get("export", True) else None,
+            logs=[f"{getattr(lg, 'log_dir', None) or getattr(lg, 'save_dir', None)} ({type(lg).__name__})"
+                  for lg in loggers],
+            plots=plots, interrupted=trainer.interrupted)
+        if gate is not None:
+            report = json.loads(Path(gate["report"]).read_text(encoding="utf-8"))
+            facts.gate, facts.gate_where, facts.gate_report = report["gates"][0], "export/", Path(gate["report"])
+        else:  # the gate run during training (callbacks=gate), if any
+            from mypt_lightning.training.callbacks import GateCallback
+
+            for callback in trainer.callbacks:
+                if isinstance(callback, GateCallback) and callback.last_result is not None:
+                    step, result = callback.last_result
+                    facts.gate, facts.gate_where = result.to_dict(), f"step {step} (during training)"
+        print_summary(facts)
+    except Exception as err:  # noqa: BLE001
+        warnings.warn(f"could not print the run summary: {type(err).__name__}: {err}")
 
 
 def resume_hint(cfg: DictConfig, output_dir: Path) -> str:
