@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Callable
 
 from mypt_lightning.errors import run_cli
 
@@ -33,6 +32,4 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def run(main_fn: Callable[[], int | None], name: str) -> int:
-    """:func:`mypt_lightning.errors.run_cli`: the one error contract of every command line."""
-    return run_cli(main_fn, name)
+run = run_cli  # the one error contract of every command line (mypt_lightning.errors)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from mypt_lightning.model import MyPT, MyPTConfig
 from mypt_lightning.training.distributed import backward_sync, clip_grad_norm
+from mypt_lightning.training.fault_tolerance import stop_requested_here
 from mypt_lightning.training.loggers import wandb_loggers
 from mypt_lightning.training.optim import OptimConfig, build_optimizer
 
@@ -236,8 +237,6 @@ class MyPTLitModule(L.LightningModule):
         """The step's sums over all ranks, in ONE all-reduce: the loss sums, the tokens seen and
         whether any rank's :class:`~mypt_lightning.training.fault_tolerance.Preemption` was
         signalled (so every rank agrees on the step at which it stops)."""
-        from mypt_lightning.training.fault_tolerance import stop_requested_here
-
         local = torch.stack([self._step_sums[k] for k in self.STEP_SUMS]
                             + [torch.tensor(float(self._step_tokens), device=self.device),
                                torch.tensor(float(stop_requested_here(self.trainer)), device=self.device)])
