@@ -106,6 +106,10 @@ def test_phase2_cases_are_unseen_payloads_and_exact_match_counts():
     assert edge.metrics["exact_match"] == pytest.approx(0.8) and not edge.passed
     echo = GATES[2].run(TextPolicy(lambda p: last_user(p) + CLOSE))
     assert not echo.passed and "expected" in echo.cases[0].reason
+    # the report shows what the model answered next to what was expected (not the expectation twice)
+    first = echo.cases[0]
+    assert first.details["answer"] == cases[0].messages[0]["content"]
+    assert first.details["expected"] == cases[0].expect["answer"] != first.details["answer"]
 
 
 # ----------------------------------------------------------------------------- phase 3
@@ -438,3 +442,50 @@ def test_ood_references_pass_their_own_checks(phase, workspace):
     result = ood.evaluate_file(files[0], phase, TextPolicy(reference_replies(records)), workspace, get_tokenizer())
     failed = [(c.id, c.reason) for c in result.cases if not c.passed]
     assert result.pass_rate == 1.0, failed[:5]
+
+
+def test_gate_callback_with_regression_runs_every_earlier_gate(tmp_path, monkeypatch):
+    """callbacks.gate.regression=true: while phase 2 trains, phase 1's gate runs at the same
+    step and is logged under its own prefix; the run's own result stays phase 2's."""
+    import torch
+    from lightning.pytorch.loggers import CSVLogger
+
+    import mypt_lightning.inference.generation as generation
+    from mypt_lightning.training.callbacks import GateCallback
+
+    p1_cases = by_user(GATES[1])
+
+    def reply(prompt: str) -> str:  # passes phase 1, fails the operators
+        case = p1_cases.get(last_user(prompt))
+        return ("nothing" if case is None else "Ja." if case.language == "de" else "Yes.") + CLOSE
+
+    replies = TextPolicy(reply)
+    monkeypatch.setattr(generation, "ModelPolicy", lambda model, sampling=None: replies)
+    logger = CSVLogger(str(tmp_path), name="csv", version="")
+    trainer = type("T", (), {"loggers": [logger], "default_root_dir": str(tmp_path), "global_step": 40,
+                             "callback_metrics": {}})()
+    module = type("M", (), {"model": torch.nn.Linear(1, 1)})()
+    callback = GateCallback(2, max_cases=6, regression=True)
+    assert [g.phase for g in callback.gates] == [1, 2]
+    assert [g.phase for g in GateCallback(2, max_cases=6).gates] == [2]
+    result = callback.run_gate(trainer, module)
+
+    metrics = trainer.callback_metrics
+    assert metrics["gate/phase1/passed"].item() == 1.0 and metrics["gate/phase2/passed"].item() == 0.0
+    assert result is callback.last_result[1] and callback.last_result[0] == 40 and not result.passed
+    assert [step for step, _ in callback.history] == [40]
+    assert all(k.startswith("gate/phase2/") for k in callback.history[0][1])
+    assert sorted(p.name for p in (tmp_path / "gates").iterdir()) == [
+        "phase1_samples.csv", "phase1_step000040.json", "phase2_samples.csv", "phase2_step000040.json"]
+
+
+def test_run_summary_shows_the_regression_gate():
+    from mypt_lightning.training.run_summary import RunFacts, summary_lines
+
+    p1 = GATES[1].run(p1_policy("Yes." + CLOSE, "Ja." + CLOSE)).to_dict()
+    p2 = GATES[2].run(TextPolicy("nothing" + CLOSE), max_cases=4).to_dict()
+    lines = summary_lines(RunFacts(run_name="1_phase2_operators", output_dir=Path("/nonexistent"), global_step=9,
+                                   gate=p2, gate_where="export/", earlier_gates=[p1]))
+    text = "\n".join(lines)
+    assert re.search(r"gate +phase 2 operators on export/: FAILED", text)
+    assert re.search(r"regression +phase 1 format_lock on export/: PASSED", text)

@@ -67,7 +67,9 @@ def judge(case: Case, tokens: list[int], prompt_text: str, tok) -> CaseResult:
     checks = {"exact_match": exact}
     reasons = {"exact_match": f"expected {expected!r}, got {got!r}"}
     result = CaseResult(case.id, case.category, case.language, prompt_text, tok.decode(tokens), exact,
-                        checks, explain(checks, reasons), {"expected": expected, "answer": got, **case.expect})
+                        checks, explain(checks, reasons),
+                        # the case's own fields first: its "answer" is the expected one, not the model's
+                        {**case.expect, "expected": expected, "answer": got})
     result.checks["closed"] = closes_cleanly(tokens)  # reported, not part of the verdict
     return result
 

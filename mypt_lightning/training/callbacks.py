@@ -11,7 +11,10 @@ validations, on global rank 0) with greedy decoding on the model being trained, 
   result) plus ``<run dir>/gates/phase1_samples.csv`` (one row per case per run, appended).
 
 Enable it with the config option ``callbacks=gate`` (``conf/callbacks/gate.yaml``: the
-default callbacks plus this one, for the phase being trained). Generation on rank 0 only:
+default callbacks plus this one, for the phase being trained). ``regression=True``
+(``callbacks.gate.regression=true``) also runs every earlier phase's gate at the same steps
+and logs it under its own prefix (``gate/phase1/...`` while phase 2 trains), so forgetting
+shows as a falling curve while it happens. Generation on rank 0 only:
 with FSDP (sharded weights) the callback warns and does nothing.
 """
 
@@ -43,17 +46,20 @@ class GateCallback(L.Callback):
         output_dir: where the JSON/CSV go without W&B (default: the trainer's default_root_dir).
         workspace: docs folder for the phase 3-6 gates (default: the bundled workspace).
         batch_size: cases decoded together (None = the device's default, 1 = one at a time).
+        regression: also run the gates of phases 1..phase-1 (logged as ``gate/phase<k>/...``).
     """
 
     def __init__(self, phase: int | str, every_n_validations: int = 1, max_cases: int | None = None,
                  table_rows: int = 30, output_dir: str | None = None, workspace: str | None = None,
-                 protocol: str = "ours", batch_size: int | None = None):
+                 protocol: str = "ours", batch_size: int | None = None, regression: bool = False):
         super().__init__()
         from mypt_lightning.tokens.protocol_profiles import get_profile
 
         self.protocol = get_profile(protocol)  # the format of the model's training data (legacy MyPT: mypt_chat/...)
         self.phase = parse_phase(phase)
         self.gate = get_gate(self.phase)
+        # the gates run at each validation: the earlier phases' first (regression), this phase's last
+        self.gates = [get_gate(p) for p in range(1, self.phase)] * bool(regression) + [self.gate]
         if every_n_validations < 1:
             raise ValueError(f"every_n_validations must be >= 1, got {every_n_validations}")
         self.every_n_validations = every_n_validations
@@ -69,10 +75,11 @@ class GateCallback(L.Callback):
         self._validations = 0
         self._warned = False
         self.history: list[tuple[int, dict[str, float]]] = []  # (step, metrics) per run
-        self.last_result = None  # (step, GateResult) of the latest run (the end-of-run summary shows it)
+        self.last_result = None  # (step, GateResult) of this phase's latest run (the end-of-run summary shows it)
 
-    def _prefix(self) -> str:
-        return f"gate/phase{self.phase}"
+    @staticmethod
+    def _prefix(gate) -> str:
+        return f"gate/phase{gate.phase}"
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -91,54 +98,64 @@ class GateCallback(L.Callback):
         self.run_gate(trainer, pl_module)
 
     def run_gate(self, trainer: L.Trainer, pl_module: L.LightningModule):
+        """Run every gate of this callback on the model being trained; this phase's result."""
         from mypt_lightning.inference.generation import ModelPolicy, SamplingConfig
 
         model = pl_module.model
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper: generate with the plain module
-        if self.gate.needs_workspace and self._workspace is None:
+        if any(g.needs_workspace for g in self.gates) and self._workspace is None:
             from mypt_lightning.workspace.store import Workspace
 
             self._workspace = Workspace(self.workspace_dir)
         was_training = model.training
+        step = trainer.global_step
+        result = None
         try:
-            result = self.gate.run(ModelPolicy(model, SamplingConfig(temperature=0.0)), workspace=self._workspace,
-                                   max_cases=self.max_cases, protocol=self.protocol,
-                                   batch_size=self.batch_size)
+            for gate in self.gates:
+                result = gate.run(ModelPolicy(model, SamplingConfig(temperature=0.0)), workspace=self._workspace,
+                                  max_cases=self.max_cases, protocol=self.protocol, batch_size=self.batch_size)
+                self._record(trainer, gate, result, step)
         finally:
             model.train(was_training)
-        step = trainer.global_step
-        metrics = {f"{self._prefix()}/{k}": float(v) for k, v in result.metrics.items()}
-        metrics[f"{self._prefix()}/passed"] = 1.0 if result.passed else 0.0
+        self.last_result = (step, result)
+        return result
+
+    def _record(self, trainer: L.Trainer, gate, result, step: int) -> None:
+        """Log one gate's metrics and samples, and print its one-line verdict."""
+        prefix = self._prefix(gate)
+        metrics = {f"{prefix}/{k}": float(v) for k, v in result.metrics.items()}
+        metrics[f"{prefix}/passed"] = 1.0 if result.passed else 0.0
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         for key, value in metrics.items():
             trainer.callback_metrics[key] = torch.tensor(value)
-        self.history.append((step, metrics))
-        self.last_result = (step, result)
+        if gate is self.gate:
+            self.history.append((step, metrics))
         from mypt_lightning.training.console import emit
 
-        judged = [c.metric for c in self.gate.criteria if c.metric in result.metrics]  # what the verdict rests on
+        judged = [c.metric for c in gate.criteria if c.metric in result.metrics]  # what the verdict rests on
         rates = " ".join(f"{m} {result.metrics[m]:.2f}" for m in judged)
-        emit(f"[mypt] step {step} gate phase {self.phase}: {'PASS' if result.passed else 'FAIL'} ({rates})")
-        self._log_samples(trainer, result, step)
-        return result
+        kind = "" if gate is self.gate else " (regression)"
+        emit(f"[mypt] step {step} gate phase {gate.phase}{kind}: {'PASS' if result.passed else 'FAIL'} ({rates})")
+        self._log_samples(trainer, result, step, gate)
 
     def _rows(self, result, step: int) -> list[list]:
         cases = sorted(result.cases, key=lambda c: c.passed)[: self.table_rows]  # failures first
         return [[step, c.id, c.category, c.language, c.verdict, c.prompt, c.output, c.reason] for c in cases]
 
-    def _log_samples(self, trainer: L.Trainer, result, step: int) -> None:
+    def _log_samples(self, trainer: L.Trainer, result, step: int, gate=None) -> None:
+        gate = gate or self.gate
         rows = self._rows(result, step)
         wandb = wandb_loggers(trainer.loggers)
         for logger in wandb:
-            logger.log_table(key=f"{self._prefix()}/samples", columns=TABLE_COLUMNS, data=rows, step=step)
+            logger.log_table(key=f"{self._prefix(gate)}/samples", columns=TABLE_COLUMNS, data=rows, step=step)
         if wandb:
             return
         out = Path(self.output_dir or trainer.default_root_dir) / "gates"
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / f"phase{self.phase}_step{step:06d}.json", {"step": step, **result.to_dict()},
+        write_json_atomic(out / f"phase{gate.phase}_step{step:06d}.json", {"step": step, **result.to_dict()},
                           ensure_ascii=False)
-        table = out / f"phase{self.phase}_samples.csv"
+        table = out / f"phase{gate.phase}_samples.csv"
         new = not table.exists()
         with open(table, "a", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)

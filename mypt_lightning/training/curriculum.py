@@ -75,6 +75,8 @@ def check_previous_gate(export: Path, previous: str, cfg: DictConfig) -> None:
 def run_phase_gate(cfg: DictConfig, export_dir: Path) -> dict | None:
     """Run the phase's gate on ``export_dir``; write ``gate_report.json`` beside it.
 
+    With ``curriculum.regression`` every earlier phase's gate runs too, and the report
+    passes only when all of them do (a phase that made the model forget is not a pass).
     Returns a summary ``{"phase", "passed", "report"}``, or None for phases without a gate
     (1b, the context extension, is judged by its validation loss).
     """
@@ -85,7 +87,8 @@ def run_phase_gate(cfg: DictConfig, export_dir: Path) -> dict | None:
     if not number.isdigit() or int(number) not in GATES:
         return None
     policy = load_policy(str(export_dir), device="auto")
-    report = evaluate(policy, int(number), max_cases=cfg.curriculum.get("gate_max_cases"),
+    report = evaluate(policy, int(number), regression=bool(cfg.curriculum.get("regression", False)),
+                      max_cases=cfg.curriculum.get("gate_max_cases"),
                       model_name=str(export_dir), batch_size=cfg.curriculum.get("gate_batch_size"))
     path = export_dir.parent / GATE_REPORT
     report.write(str(path))

@@ -40,6 +40,7 @@ class RunFacts:
     val_metrics: dict[str, float] = field(default_factory=dict)
     gate: dict | None = None  # a gate result's to_dict() (criteria, cases)
     gate_where: str = ""  # "export/" or "step 1200 (training)"
+    earlier_gates: list[dict] = field(default_factory=list)  # curriculum.regression: phases 1..N-1
     gate_report: Path | None = None
     export_dir: Path | None = None
     logs: list[str] = field(default_factory=list)
@@ -120,6 +121,11 @@ def summary_lines(facts: RunFacts) -> list[str]:
                 row("answers", answers[0])
                 for line in answers[1:]:
                     more(line)
+    for earlier in facts.earlier_gates:  # the regression gate: did this phase keep the earlier ones?
+        first, *rest = gate_lines(earlier, facts.gate_where)
+        row("regression", first)
+        for line in rest:
+            more(line)
     d = facts.output_dir
     row("run dir", str(d))
     if (d / "checkpoints").is_dir():

@@ -327,7 +327,9 @@ def _report(cfg, output_dir: Path, trainer, module, loggers, gate: dict | None, 
             plots=plots, interrupted=trainer.interrupted)
         if gate is not None:
             report = json.loads(Path(gate["report"]).read_text(encoding="utf-8"))
-            facts.gate, facts.gate_where, facts.gate_report = report["gates"][0], "export/", Path(gate["report"])
+            # with curriculum.regression the report holds phases 1..N: this phase's gate is the last
+            *facts.earlier_gates, facts.gate = report["gates"]
+            facts.gate_where, facts.gate_report = "export/", Path(gate["report"])
         else:  # the gate run during training (callbacks=gate), if any
             from mypt_lightning.training.callbacks import GateCallback
 
