@@ -520,3 +520,41 @@ def test_gate_context_uses_the_profile():
     ctx = GateContext(None, None, tok, "mypt_chat")
     assert ctx.prompt(Case) == get_profile("mypt_chat").build_prompt(Case.messages, LEGACY_CONVERSATION_PROMPT)
     assert GateContext(None, None, tok).prompt(Case) == get_profile().build_prompt(Case.messages, "Case system")
+
+
+# ----------------------------------------------------------------------------- clean close per profile
+
+
+def test_clean_close_is_the_profiles():
+    from mypt_lightning.gates.base import closes_cleanly
+    from mypt_lightning.tokens.protocol_profiles import NEWLINE_ID
+
+    tool_close = [1, ASSISTANT_CLOSE, NEWLINE_ID, EOT]  # the tool script writes "\n" after every block
+    plain_close = [1, ASSISTANT_CLOSE, EOT]
+    stopped = [1, ASSISTANT_CLOSE]  # the originals' stop token
+    assert get_profile("mypt_tool").clean_closes == ((ASSISTANT_CLOSE, NEWLINE_ID, EOT), (ASSISTANT_CLOSE,))
+    assert closes_cleanly(tool_close, "mypt_tool") and closes_cleanly(stopped, "mypt_tool")
+    assert not closes_cleanly(plain_close, "mypt_tool")  # not how a tool model was trained to close
+    assert closes_cleanly(plain_close, "mypt_chat") and closes_cleanly(stopped, "mypt_chat")
+    assert not closes_cleanly(tool_close, "mypt_chat")
+    assert closes_cleanly(plain_close) and not closes_cleanly(tool_close) and not closes_cleanly(stopped)
+    assert get_profile("mypt_tool").clean_close_text == "</myPT_assistant>\\n<myPT_eot> or </myPT_assistant>"
+
+
+@pytest.mark.parametrize("protocol,reply,closed", [
+    ("mypt_tool", "Hello.</myPT_assistant>\n<myPT_eot>", 1.0),
+    ("mypt_tool", "Hello.</myPT_assistant><myPT_eot>", 0.0),
+    ("mypt_chat", "Hello.</myPT_assistant><myPT_eot>", 1.0),
+    ("ours", "Hello.</myPT_assistant>\n<myPT_eot>", 0.0),
+])
+def test_gates_judge_the_close_by_the_profile(protocol, reply, closed):
+    from mypt_lightning.gates.runner import GATES
+    from mypt_lightning.inference.generation import TextPolicy
+
+    results = {phase: GATES[phase].run(TextPolicy(reply), max_cases=4, protocol=protocol, batch_size=1)
+               for phase in (1, 2, 3)}
+    assert results[1].metrics["closed_in_20"] == closed
+    assert results[2].metrics["closed_cleanly"] == closed
+    assert all(r.checks["closed"] == bool(closed) for r in results[3].cases)
+    if not closed:  # the reason says what the profile's clean close is
+        assert f"did not end with {get_profile(protocol).clean_close_text}" in results[1].cases[0].reason

@@ -59,7 +59,7 @@ class Phase2Gate(Gate):
         return out
 
 
-def judge(case: Case, tokens: list[int], prompt_text: str, tok) -> CaseResult:
+def judge(case: Case, tokens: list[int], prompt_text: str, tok, *, profile=None) -> CaseResult:
     parsed = parse_assistant_output(tokens, tokenizer=tok)
     expected = case.expect["answer"]
     got = parsed.answer.strip()
@@ -68,7 +68,7 @@ def judge(case: Case, tokens: list[int], prompt_text: str, tok) -> CaseResult:
     reasons = {"exact_match": f"expected {expected!r}, got {got!r}"}
     result = CaseResult(case.id, case.category, case.language, prompt_text, tok.decode(tokens), exact,
                         checks, explain(checks, reasons), {"expected": expected, "answer": got, **case.expect})
-    result.checks["closed"] = closes_cleanly(tokens)  # reported, not part of the verdict
+    result.checks["closed"] = closes_cleanly(tokens, profile)  # reported, not part of the verdict
     return result
 
 

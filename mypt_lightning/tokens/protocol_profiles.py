@@ -199,13 +199,35 @@ class Profile:
             return legacy_toolresult_text(content)
         return protocol.toolresult_text(content)
 
+    @property
+    def clean_closes(self) -> tuple[tuple[int, ...], ...]:
+        """The endings of a cleanly closed answer, as the profile trains them, plus (legacy) a
+        stop at ``</myPT_assistant>``, the originals' stop token:
+
+        ours       </myPT_assistant><myPT_eot>
+        mypt_chat  </myPT_assistant><myPT_eot>  or  </myPT_assistant> (stopped there)
+        mypt_tool  </myPT_assistant>\\n<myPT_eot> or  </myPT_assistant> (stopped there)
+
+        mypt_tool's "\\n" is its separator after every block: a tool model that writes
+        ``</myPT_assistant><myPT_eot>`` did not close the way it was trained."""
+        if not self.legacy:
+            return ((A_, EOT),)
+        return ((A_, *self.separator_ids, EOT), (A_,))
+
+    @property
+    def clean_close_text(self) -> str:
+        """``clean_closes`` in words, for a gate's reasons."""
+        from mypt_lightning.tokens.special_tokens import ID_TO_SPECIAL
+
+        def name(t: int) -> str:
+            return "\\n" if t == NEWLINE_ID else ID_TO_SPECIAL[t]
+
+        return " or ".join("".join(name(t) for t in close) for close in self.clean_closes)
+
     def clean_end(self, tokens: Sequence[int]) -> bool:
-        """The generation closed its block the way the profile trains: ``</myPT_assistant><myPT_eot>``
-        (legacy: also a stop at ``</myPT_assistant>``, the originals' stop token)."""
-        tokens = list(tokens)
-        if tokens[-2:] == [A_, EOT]:
-            return True
-        return self.legacy and tokens[-1:] == [A_]
+        """The generation ended with one of ``clean_closes``."""
+        tokens = [int(t) for t in tokens]
+        return any(len(tokens) >= len(c) and tuple(tokens[-len(c):]) == c for c in self.clean_closes)
 
     # ---- the legacy serializer -----------------------------------------------------
     def _legacy(self, record: dict, tok, weighted: bool, *, prompt: bool, where: str,
