@@ -113,6 +113,8 @@ GOLDEN = {
          [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0]),
         ([3041, 1759, 2420, 287, 257, 2891, 27039, 13],
          [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+        ([50257, 1639, 389, 2011, 11571, 13, 23998, 2683, 1262, 44573, 4899, 618, 2622, 13, 198, 198, 33637, 25, 198, 12, 44573, 13, 12947, 7, 22766, 11, 1353, 62, 74, 28, 20, 8, 532, 1064, 5981, 4963, 198, 12, 44573, 13, 4868, 62, 31628, 3419, 532, 1351, 477, 4963, 220, 220, 198, 12, 44573, 13, 1136, 62, 15390, 7, 15390, 62, 312, 393, 3670, 8, 532, 651, 3188, 2420, 198, 12, 44573, 13, 16345, 3876, 1096, 7, 15390, 62, 312, 393, 2420, 8, 532, 35743, 2695, 198, 198, 26227, 25, 220, 50267, 4895, 3672, 1298, 366, 5225, 10223, 13, 12947, 1600, 366, 22766, 1298, 366, 9313, 92, 50268, 50258, 198, 50259, 2061, 857, 262, 18951, 910, 30, 50260, 198, 50261, 50267, 4895, 3672, 1298, 366, 5225, 10223, 13, 12947, 1600, 366, 22766, 1298, 366, 600, 305, 20662, 50268, 50262, 198, 50269, 4895, 15390, 2886, 1298, 685, 4895, 7839, 1298, 366, 5317, 305, 1600, 366, 5239, 1298, 366, 15496, 526, 92, 48999, 50270, 198, 50261, 1026, 1139, 18435, 13, 50262, 198, 50275, 198],
+         [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0]),
     ],
     'tool_weighted': [
         ([50257, 1639, 389, 2011, 11571, 44573, 8796, 13, 50258, 198, 50259, 16742, 34165, 546, 10373, 50260, 198, 50261, 50271, 40, 815, 2989, 13, 50272, 50267, 4895, 3672, 1298, 366, 5225, 10223, 13, 12947, 1600, 366, 22766, 1298, 366, 5805, 1600, 366, 4852, 62, 74, 1298, 362, 92, 50268, 50262, 198, 50269, 4895, 15390, 2886, 1298, 685, 4895, 15390, 62, 312, 1298, 366, 67, 16, 1600, 366, 7839, 1298, 366, 5317, 305, 284, 10373, 20662, 48999, 50270, 198, 50261, 21077, 37219, 284, 10373, 13, 50273, 67, 16, 50274, 50262, 198, 50275, 198],
@@ -123,6 +125,8 @@ GOLDEN = {
          [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 2.0, 0.0]),
         ([3041, 1759, 2420, 287, 257, 2891, 27039, 13],
          [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
+        ([50257, 1639, 389, 2011, 11571, 13, 23998, 2683, 1262, 44573, 4899, 618, 2622, 13, 198, 198, 33637, 25, 198, 12, 44573, 13, 12947, 7, 22766, 11, 1353, 62, 74, 28, 20, 8, 532, 1064, 5981, 4963, 198, 12, 44573, 13, 4868, 62, 31628, 3419, 532, 1351, 477, 4963, 220, 220, 198, 12, 44573, 13, 1136, 62, 15390, 7, 15390, 62, 312, 393, 3670, 8, 532, 651, 3188, 2420, 198, 12, 44573, 13, 16345, 3876, 1096, 7, 15390, 62, 312, 393, 2420, 8, 532, 35743, 2695, 198, 198, 26227, 25, 220, 50267, 4895, 3672, 1298, 366, 5225, 10223, 13, 12947, 1600, 366, 22766, 1298, 366, 9313, 92, 50268, 50258, 198, 50259, 2061, 857, 262, 18951, 910, 30, 50260, 198, 50261, 50267, 4895, 3672, 1298, 366, 5225, 10223, 13, 12947, 1600, 366, 22766, 1298, 366, 600, 305, 20662, 50268, 50262, 198, 50269, 4895, 15390, 2886, 1298, 685, 4895, 7839, 1298, 366, 5317, 305, 1600, 366, 5239, 1298, 366, 15496, 526, 92, 48999, 50270, 198, 50261, 1026, 1139, 18435, 13, 50262, 198, 50275, 198],
+         [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 2.0, 0.0]),
     ],
 }
 
@@ -178,26 +182,38 @@ def test_prompt_is_the_training_prefix():
 
 
 def test_tool_prompt_is_what_the_agent_controller_sends():
-    # core/agent/controller.py build_prompt: blocks joined with "\n", then the opener; the
-    # string is encoded with tags as tokens (reference: our tag-aware encoder, not the profile)
+    # core/agent/controller.py build_prompt: blocks joined with "\n", then the opener; the whole
+    # string is encoded with tags as tokens, the tag strings inside its default agentic prompt too
     from mypt_lightning.inference.generation import encode_with_tags
 
     call = '{"name": "workspace.search", "query": "ML"}'
     text = "\n".join([f"<myPT_system>{LEGACY_AGENTIC_PROMPT}</myPT_system>", "<myPT_user>Find ML docs</myPT_user>",
                       f"<myPT_assistant><myPT_toolcall>{call}</myPT_toolcall></myPT_assistant>",
                       '<myPT_toolresult>{"documents": []}</myPT_toolresult>', "<myPT_assistant>"])
-    # the agentic prompt itself contains "<myPT_toolcall>" as text: encode it as text, as our profile does
-    want = encode_with_tags(text.replace(LEGACY_AGENTIC_PROMPT, "\x00"))
     tool = get_profile("mypt_tool")
     messages = [{"role": "user", "content": "Find ML docs"},
                 {"role": "assistant_toolcall", "name": "workspace.search", "arguments": {"query": "ML"}},
                 {"role": "toolresult", "name": "workspace.search", "content": {"documents": []}}]
-    got = tool.build_prompt(messages, system=tool.default_system())
-    from mypt_lightning.tokens.tokenizer import get_tokenizer
+    assert tool.build_prompt(messages, system=tool.default_system()) == encode_with_tags(text)
 
-    zero = get_tokenizer().encode_text("\x00")
-    k = want.index(zero[0])
-    assert got == want[:k] + get_tokenizer().encode_text(LEGACY_AGENTIC_PROMPT) + want[k + len(zero):]
+
+# What the ORIGINAL AgentController(model, tools=None).build_prompt([{"role": "user", "content":
+# "Find the intro doc"}]) encodes to with the original tokenizer (run on a checkpoint the original
+# core/model.py saved; tests/golden/make_legacy_cli_golden.py): its default agentic prompt's
+# "<myPT_toolcall>" ... "</myPT_toolcall>" are the control tokens 50267/50268.
+CONTROLLER_PROMPT = [50257, 1639, 389, 2011, 11571, 13, 23998, 2683, 1262, 44573, 4899, 618, 2622, 13, 198, 198, 33637, 25, 198, 12, 44573, 13, 12947, 7, 22766, 11, 1353, 62, 74, 28, 20, 8, 532, 1064, 5981, 4963, 198, 12, 44573, 13, 4868, 62, 31628, 3419, 532, 1351, 477, 4963, 220, 220, 198, 12, 44573, 13, 1136, 62, 15390, 7, 15390, 62, 312, 393, 3670, 8, 532, 651, 3188, 2420, 198, 12, 44573, 13, 16345, 3876, 1096, 7, 15390, 62, 312, 393, 2420, 8, 532, 35743, 2695, 198, 198, 26227, 25, 220, 50267, 4895, 3672, 1298, 366, 5225, 10223, 13, 12947, 1600, 366, 22766, 1298, 366, 9313, 92, 50268, 50258, 198, 50259, 16742, 262, 18951, 2205, 50260, 198, 50261]
+# ... and scripts/eval/sft_eval_suite.py make_prompt("What is the capital of France?")
+EVAL_SUITE_PROMPT = [50257, 1639, 389, 2011, 11571, 13, 50258, 50259, 2061, 318, 262, 3139, 286, 4881, 30, 50260, 50261]
+
+
+def test_prompts_equal_the_original_controller_and_eval_suite():
+    tool, chat = get_profile("mypt_tool"), get_profile("mypt_chat")
+    assert tool.build_prompt([{"role": "user", "content": "Find the intro doc"}], tool.default_system()) == CONTROLLER_PROMPT
+    assert chat.build_prompt([{"role": "user", "content": "What is the capital of France?"}],
+                             chat.default_system()) == EVAL_SUITE_PROMPT
+    # only the original's own prompt keeps its tags; the same strings typed as a system prompt are text
+    typed = tool.build_prompt([{"role": "user", "content": "Hi"}], "Use <myPT_toolcall>x</myPT_toolcall>")
+    assert 50267 not in typed and 50268 not in typed
 
 
 def test_stop_ids_and_defaults():
@@ -504,3 +520,41 @@ def test_gate_context_uses_the_profile():
     ctx = GateContext(None, None, tok, "mypt_chat")
     assert ctx.prompt(Case) == get_profile("mypt_chat").build_prompt(Case.messages, LEGACY_CONVERSATION_PROMPT)
     assert GateContext(None, None, tok).prompt(Case) == get_profile().build_prompt(Case.messages, "Case system")
+
+
+# ----------------------------------------------------------------------------- clean close per profile
+
+
+def test_clean_close_is_the_profiles():
+    from mypt_lightning.gates.base import closes_cleanly
+    from mypt_lightning.tokens.protocol_profiles import NEWLINE_ID
+
+    tool_close = [1, ASSISTANT_CLOSE, NEWLINE_ID, EOT]  # the tool script writes "\n" after every block
+    plain_close = [1, ASSISTANT_CLOSE, EOT]
+    stopped = [1, ASSISTANT_CLOSE]  # the originals' stop token
+    assert get_profile("mypt_tool").clean_closes == ((ASSISTANT_CLOSE, NEWLINE_ID, EOT), (ASSISTANT_CLOSE,))
+    assert closes_cleanly(tool_close, "mypt_tool") and closes_cleanly(stopped, "mypt_tool")
+    assert not closes_cleanly(plain_close, "mypt_tool")  # not how a tool model was trained to close
+    assert closes_cleanly(plain_close, "mypt_chat") and closes_cleanly(stopped, "mypt_chat")
+    assert not closes_cleanly(tool_close, "mypt_chat")
+    assert closes_cleanly(plain_close) and not closes_cleanly(tool_close) and not closes_cleanly(stopped)
+    assert get_profile("mypt_tool").clean_close_text == "</myPT_assistant>\\n<myPT_eot> or </myPT_assistant>"
+
+
+@pytest.mark.parametrize("protocol,reply,closed", [
+    ("mypt_tool", "Hello.</myPT_assistant>\n<myPT_eot>", 1.0),
+    ("mypt_tool", "Hello.</myPT_assistant><myPT_eot>", 0.0),
+    ("mypt_chat", "Hello.</myPT_assistant><myPT_eot>", 1.0),
+    ("ours", "Hello.</myPT_assistant>\n<myPT_eot>", 0.0),
+])
+def test_gates_judge_the_close_by_the_profile(protocol, reply, closed):
+    from mypt_lightning.gates.runner import GATES
+    from mypt_lightning.inference.generation import TextPolicy
+
+    results = {phase: GATES[phase].run(TextPolicy(reply), max_cases=4, protocol=protocol, batch_size=1)
+               for phase in (1, 2, 3)}
+    assert results[1].metrics["closed_in_20"] == closed
+    assert results[2].metrics["closed_cleanly"] == closed
+    assert all(r.checks["closed"] == bool(closed) for r in results[3].cases)
+    if not closed:  # the reason says what the profile's clean close is
+        assert f"did not end with {get_profile(protocol).clean_close_text}" in results[1].cases[0].reason

@@ -23,7 +23,9 @@ metadata, see protocol_profiles.profile_from_metadata) are checked against their
 layout: packed padding is <myPT_eot> at weight 0, mypt_tool has a "\n" token (weight 0)
 after every block and after the final <myPT_eot>, and a packed episode that fills a whole
 block may start mid-conversation (the original packer kept the last block_size tokens of a
-long episode): its cut beginning, up to the first closed top-level block, is not checked.
+long episode): its cut beginning, up to the first closed top-level block, is not checked;
+a system block that is the original's built-in agentic prompt may hold the tool-call tags
+the original's tokenizer made of its tag strings (protocol_profiles.TAGGED_LEGACY_PROMPTS).
 Everything else (tags out of place, shifted masks, untrained stops) fails as usual.
 """
 
@@ -308,7 +310,9 @@ def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None,
                                 profile.pad_id)
         # the original packer kept the LAST block_size tokens of a longer episode, silently
         may_be_cut = tail_cut or (profile.legacy and ds.packed)
+        tagged = _tagged_prompts(profile)
         for i, seg, tokens, weights in iter_episodes(ds, max_samples):
+            tokens = _untag_builtin_system(tokens, tagged)
             where = f"{split} sample {i}" + (f" episode {seg}" if ds.packed else "")
             cut = 0
             if may_be_cut and tokens.size >= (ds.block_size if ds.packed and not tail_cut else int(limit["tokens"])):
@@ -316,6 +320,31 @@ def validate_dataset(dataset_dir: str | Path, max_samples: int | None = None,
             _check_episode(results, where, tokens, weights, weighted, truncation_expected,
                            profile.separator_ids, cut)
     return [results[n] for n in CHECKS]
+
+
+def _tagged_prompts(profile) -> list[np.ndarray]:
+    """Legacy profiles: the original's built-in system prompts whose tag strings it encoded as
+    tags (protocol_profiles.TAGGED_LEGACY_PROMPTS); none for ours."""
+    if not profile.legacy:
+        return []
+    from mypt_lightning.tokens.protocol_profiles import tagged_prompt_ids
+
+    return [np.asarray(ids, dtype=np.int64) for ids in tagged_prompt_ids()]
+
+
+def _untag_builtin_system(tokens: np.ndarray, tagged: list[np.ndarray]) -> np.ndarray:
+    """An episode opening with <myPT_system>PROMPT</myPT_system>, PROMPT one of ``tagged``: a copy
+    whose tags inside that system block read as text (id 0), so the walk accepts them; anything
+    else unchanged. The weights are checked as for any system text (0)."""
+    for ids in tagged:
+        k = ids.size
+        if (tokens.size > k + 1 and int(tokens[0]) == S and int(tokens[k + 1]) == S_
+                and np.array_equal(tokens[1:k + 1].astype(np.int64), ids)):
+            out = tokens.copy()
+            inner = out[1:k + 1]
+            inner[inner >= ENDOFTEXT_ID] = 0
+            return out
+    return tokens
 
 
 def _check_episode(results: dict[str, CheckResult], where: str, tokens: np.ndarray, weights: np.ndarray,

@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
-from mypt_lightning.tokens.special_tokens import ASSISTANT_CLOSE, EOT
 from mypt_lightning.workspace.store import result_strings
 from mypt_lightning.workspace.analysis import content_words
 
@@ -230,9 +229,20 @@ def _tokenizer(tokenizer):
 # ============================================================================ shared checks
 
 
-def closes_cleanly(tokens: Sequence[int]) -> bool:
-    """The generation ended with exactly ``</myPT_assistant><myPT_eot>``."""
-    return len(tokens) >= 2 and list(tokens[-2:]) == [ASSISTANT_CLOSE, EOT]
+def closes_cleanly(tokens: Sequence[int], profile=None) -> bool:
+    """The generation ended the way ``profile`` (protocol_profiles; None: ours) closes an answer:
+    ``</myPT_assistant><myPT_eot>``; mypt_tool ``</myPT_assistant>\\n<myPT_eot>``; legacy
+    profiles also a stop at ``</myPT_assistant>`` (Profile.clean_closes)."""
+    from mypt_lightning.tokens.protocol_profiles import get_profile
+
+    return get_profile(profile).clean_end(tokens)
+
+
+def close_text(profile=None) -> str:
+    """What a clean close is under ``profile``, for a failed check's reason."""
+    from mypt_lightning.tokens.protocol_profiles import get_profile
+
+    return get_profile(profile).clean_close_text
 
 
 def normalize(text: str) -> str:
@@ -303,7 +313,7 @@ def run_single_turn_case(case, ctx, judge, *, max_new_tokens: int):
     """Generate one answer to ``case``'s prompt and ``judge`` its tokens (phases 2 and 3)."""
     prompt = ctx.prompt(case)
     gen = ctx.policy(prompt, max_new_tokens=max_new_tokens)
-    return judge(case, gen.tokens, ctx.render(prompt), ctx.tok)
+    return judge(case, gen.tokens, ctx.render(prompt), ctx.tok, profile=ctx.profile)
 
 
 def agent_case_result(case, prompt_text: str, output_text: str, turn, checks: dict[str, bool],
@@ -319,5 +329,5 @@ def agent_case_result(case, prompt_text: str, output_text: str, turn, checks: di
 
 
 __all__ = ["Case", "CaseResult", "Criterion", "Gate", "GateContext", "GateResult", "agent_case_result",
-           "closes_cleanly", "cites_a_result", "content_overlap", "explain", "interleave", "normalize", "rate",
+           "close_text", "closes_cleanly", "cites_a_result", "content_overlap", "explain", "interleave", "normalize", "rate",
            "result_strings", "run_agent_case", "run_single_turn_case", "subsample", "successful_results"]

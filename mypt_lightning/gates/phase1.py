@@ -22,7 +22,7 @@ guide's own example ("Say hello."), most are phrasings the format-lock generator
 
 from __future__ import annotations
 
-from mypt_lightning.gates.base import Case, CaseResult, Criterion, Gate, GateContext, closes_cleanly, explain
+from mypt_lightning.gates.base import Case, CaseResult, Criterion, Gate, GateContext, close_text, closes_cleanly, explain
 from mypt_lightning.gates.language import language_of, same_language
 from mypt_lightning.tokens.protocol import parse_assistant_output
 from mypt_lightning.tokens.system_prompts import MINIMAL_SYSTEM_PROMPT
@@ -88,7 +88,7 @@ class Phase1Gate(Gate):
     def run_case(self, case: Case, ctx: GateContext) -> CaseResult:
         prompt = ctx.prompt(case)
         gen = ctx.policy(prompt, max_new_tokens=RUNAWAY_BUDGET)
-        return judge(case, gen.tokens, gen.stop_reason, ctx.render(prompt), ctx.tok)
+        return judge(case, gen.tokens, gen.stop_reason, ctx.render(prompt), ctx.tok, profile=ctx.profile)
 
     def metrics(self, results: list[CaseResult]) -> dict[str, float]:
         out = super().metrics(results)
@@ -102,20 +102,21 @@ class Phase1Gate(Gate):
         return out
 
 
-def judge(case: Case, tokens: list[int], stop_reason: str, prompt_text: str, tok) -> CaseResult:
-    """The verdict on one generation (``tokens``: the new ids, stop token included)."""
+def judge(case: Case, tokens: list[int], stop_reason: str, prompt_text: str, tok, *, profile=None) -> CaseResult:
+    """The verdict on one generation (``tokens``: the new ids, stop token included); ``profile``:
+    the protocol the model was trained on, which says what a clean close is."""
     parsed = parse_assistant_output(tokens, tokenizer=tok)
     answer = parsed.answer.strip()
     checks = {
         "answered": bool(answer),
-        "closed_in_20": closes_cleanly(tokens) and len(tokens) <= CLOSE_WITHIN,
+        "closed_in_20": closes_cleanly(tokens, profile) and len(tokens) <= CLOSE_WITHIN,
         "no_runaway": stop_reason == "stop_token",
         "language": same_language(answer, case.language),
     }
     reasons = {
         "answered": "empty answer",
-        "closed_in_20": (f"closed after {len(tokens)} tokens" if closes_cleanly(tokens)
-                         else "did not end with </myPT_assistant><myPT_eot>"),
+        "closed_in_20": (f"closed after {len(tokens)} tokens" if closes_cleanly(tokens, profile)
+                         else f"did not end with {close_text(profile)}"),
         "no_runaway": f"no stop token within {len(tokens)} tokens ({stop_reason})",
         "language": f"answer is not in {case.language.upper()}",
     }

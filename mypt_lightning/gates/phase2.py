@@ -59,7 +59,7 @@ class Phase2Gate(Gate):
         return out
 
 
-def judge(case: Case, tokens: list[int], prompt_text: str, tok) -> CaseResult:
+def judge(case: Case, tokens: list[int], prompt_text: str, tok, *, profile=None) -> CaseResult:
     parsed = parse_assistant_output(tokens, tokenizer=tok)
     expected = case.expect["answer"]
     got = parsed.answer.strip()
@@ -70,7 +70,7 @@ def judge(case: Case, tokens: list[int], prompt_text: str, tok) -> CaseResult:
                         checks, explain(checks, reasons),
                         # the case's own fields first: its "answer" is the expected one, not the model's
                         {**case.expect, "expected": expected, "answer": got})
-    result.checks["closed"] = closes_cleanly(tokens)  # reported, not part of the verdict
+    result.checks["closed"] = closes_cleanly(tokens, profile)  # reported, not part of the verdict
     return result
 
 

@@ -26,6 +26,7 @@ from mypt_lightning.gates.base import (
     Criterion,
     Gate,
     GateContext,
+    close_text,
     closes_cleanly,
     explain,
     normalize,
@@ -138,12 +139,13 @@ class Phase3Gate(Gate):
         return out
 
 
-def judge(case: Case, tokens: list[int], prompt_text: str, tok) -> CaseResult:
+def judge(case: Case, tokens: list[int], prompt_text: str, tok, *, profile=None) -> CaseResult:
     """Verdict on one single-turn chat answer (shared with the OOD sets)."""
     parsed = parse_assistant_output(tokens, tokenizer=tok)
     answer = parsed.answer.strip()
-    checks = {"answered": bool(answer), "closed": closes_cleanly(tokens) and not {USER_OPEN, SYSTEM_OPEN} & set(tokens)}
-    reasons = {"answered": "empty answer", "closed": "did not end cleanly with </myPT_assistant><myPT_eot>"}
+    checks = {"answered": bool(answer),
+              "closed": closes_cleanly(tokens, profile) and not {USER_OPEN, SYSTEM_OPEN} & set(tokens)}
+    reasons = {"answered": "empty answer", "closed": f"did not end cleanly with {close_text(profile)}"}
     expect = case.expect
     if "contains" in expect:
         checks["echo"] = normalize(expect["contains"]) in normalize(answer)

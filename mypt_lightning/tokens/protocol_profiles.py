@@ -71,6 +71,14 @@ LEGACY_AGENTIC_PROMPT = (
 
 NEWLINE_ID = 198  # "\n" in r50k_base: the separator of the tool script
 
+# The original's tokenizer turns every tag string into its control token, so the tag strings
+# inside its built-in agentic prompt ("Format: <myPT_toolcall>...</myPT_toolcall>") reached the
+# model as control tokens: in the tool SFT data (scripts/sft/generate_sft_tool_episodes.py put
+# that prompt in the records) and in every agent controller prompt. It is a fixed string of the
+# original, not content a user typed, so a system prompt equal to it keeps those ids here too,
+# in training data and prompts alike. Any other text stays plain text (the deliberate fix).
+TAGGED_LEGACY_PROMPTS = frozenset({LEGACY_AGENTIC_PROMPT})
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -191,13 +199,35 @@ class Profile:
             return legacy_toolresult_text(content)
         return protocol.toolresult_text(content)
 
+    @property
+    def clean_closes(self) -> tuple[tuple[int, ...], ...]:
+        """The endings of a cleanly closed answer, as the profile trains them, plus (legacy) a
+        stop at ``</myPT_assistant>``, the originals' stop token:
+
+        ours       </myPT_assistant><myPT_eot>
+        mypt_chat  </myPT_assistant><myPT_eot>  or  </myPT_assistant> (stopped there)
+        mypt_tool  </myPT_assistant>\\n<myPT_eot> or  </myPT_assistant> (stopped there)
+
+        mypt_tool's "\\n" is its separator after every block: a tool model that writes
+        ``</myPT_assistant><myPT_eot>`` did not close the way it was trained."""
+        if not self.legacy:
+            return ((A_, EOT),)
+        return ((A_, *self.separator_ids, EOT), (A_,))
+
+    @property
+    def clean_close_text(self) -> str:
+        """``clean_closes`` in words, for a gate's reasons."""
+        from mypt_lightning.tokens.special_tokens import ID_TO_SPECIAL
+
+        def name(t: int) -> str:
+            return "\\n" if t == NEWLINE_ID else ID_TO_SPECIAL[t]
+
+        return " or ".join("".join(name(t) for t in close) for close in self.clean_closes)
+
     def clean_end(self, tokens: Sequence[int]) -> bool:
-        """The generation closed its block the way the profile trains: ``</myPT_assistant><myPT_eot>``
-        (legacy: also a stop at ``</myPT_assistant>``, the originals' stop token)."""
-        tokens = list(tokens)
-        if tokens[-2:] == [A_, EOT]:
-            return True
-        return self.legacy and tokens[-1:] == [A_]
+        """The generation ended with one of ``clean_closes``."""
+        tokens = [int(t) for t in tokens]
+        return any(len(tokens) >= len(c) and tuple(tokens[-len(c):]) == c for c in self.clean_closes)
 
     # ---- the legacy serializer -----------------------------------------------------
     def _legacy(self, record: dict, tok, weighted: bool, *, prompt: bool, where: str,
@@ -221,7 +251,9 @@ class Profile:
             else:
                 system = self.system_prompt or LEGACY_CONVERSATION_PROMPT
             if system:
-                seq.block(S, system, S_, trained=False)
+                seq.tag(S, False)
+                _system_text(seq, system)
+                seq.tag(S_, False)
                 sep()
         for i, m in enumerate(record["messages"]):
             role = m["role"]
@@ -259,6 +291,38 @@ class Profile:
             seq.tag(EOT, True)
             sep()
         return seq
+
+
+def _system_text(seq: _Sequence, text: str) -> None:
+    """The system prompt's ids: plain text, except the original's built-in prompts
+    (TAGGED_LEGACY_PROMPTS), whose tag strings are encoded as the tags, as the original did."""
+    if text not in TAGGED_LEGACY_PROMPTS:
+        seq.text(text, False)
+        return
+    import re
+
+    from mypt_lightning.tokens.special_tokens import SPECIAL_TOKENS
+
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(SPECIAL_TOKENS, key=len, reverse=True)))
+    pos = 0
+    for m in pattern.finditer(text):
+        if m.start() > pos:
+            seq.text(text[pos:m.start()], False)
+        seq.tag(SPECIAL_TOKENS[m.group()], False)
+        pos = m.end()
+    if pos < len(text):
+        seq.text(text[pos:], False)
+
+
+def tagged_prompt_ids(tokenizer=None) -> list[list[int]]:
+    """The ids of each TAGGED_LEGACY_PROMPTS text (without the system tags), as the legacy
+    profiles write them: what validate_sft_dataset accepts inside a MyPT system block."""
+    out = []
+    for text in sorted(TAGGED_LEGACY_PROMPTS):
+        seq = _Sequence(_tokenizer(tokenizer), False)
+        _system_text(seq, text)
+        out.append(seq.tokens)
+    return out
 
 
 def legacy_toolresult_text(content: dict | str) -> str:
@@ -349,5 +413,6 @@ def profile_from_metadata(meta: dict) -> Profile | None:
     return None
 
 
-__all__ = ["add_protocol_arguments", "phase_from_path", "trained_system_prompt", "LEGACY_AGENTIC_PROMPT", "LEGACY_CONVERSATION_PROMPT", "NEWLINE_ID", "PROFILES", "PROFILE_NAMES",
+__all__ = ["add_protocol_arguments", "phase_from_path", "trained_system_prompt", "LEGACY_AGENTIC_PROMPT",
+           "TAGGED_LEGACY_PROMPTS", "tagged_prompt_ids", "LEGACY_CONVERSATION_PROMPT", "NEWLINE_ID", "PROFILES", "PROFILE_NAMES",
            "Profile", "get_profile", "legacy_toolresult_text", "profile_from_metadata"]
