@@ -317,7 +317,7 @@ def test_gate_report_on_a_full_disk_is_one_line_exit_2(tmp_path, monkeypatch, ca
     monkeypatch.setattr(aw.os, "fsync", fsync)
     assert cli.main(["--model", "m", "--phase", "1", "--report", str(out)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()
-    assert err == f"eval_gates.py: no space left on device writing {out}: free space or choose another output"
+    assert err == f"eval_gates.py: error: no space left on device writing {out}: free space or choose another output"
     assert listing(tmp_path) == ["gate.json"]  # the previous report stays, no temp file
 
 

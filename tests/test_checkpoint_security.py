@@ -134,7 +134,7 @@ def test_generate_cli_refuses_a_malicious_checkpoint(tmp_path, sentinel):
     proc = subprocess.run([sys.executable, "tools/generate.py", "--model", str(path), "--prompt", "hi"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert one_line_error(proc.stderr).startswith(f"generate.py: {path}: refused: ")
+    assert one_line_error(proc.stderr).startswith(f"generate.py: error: {path}: refused: ")
 
 
 @pytest.fixture(scope="module")
