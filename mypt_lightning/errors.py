@@ -6,7 +6,8 @@ and exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
 class UserError(Exception):
@@ -36,6 +37,26 @@ def user_errors() -> tuple[type[Exception], ...]:
     from data_modules.episode_format import DatasetFormatError
 
     return (UserError, OutputWriteError, DatasetFormatError)
+
+
+@contextmanager
+def as_user_errors(*types: type[Exception]) -> Iterator[None]:
+    """Inside the block, an exception of one of ``types`` is re-raised as a :class:`UserError`
+    with the same message: for a command line whose library raises a plain ``ValueError`` on a
+    bad option (the sampling settings, a generator's flags). Use it around the calls whose
+    ``ValueError`` is the user's to fix, so a bug elsewhere keeps its traceback.
+
+    >>> with as_user_errors(ValueError):  # doctest: +IGNORE_EXCEPTION_DETAIL
+    ...     raise ValueError("top_p must be in (0, 1], got 2.0")
+    Traceback (most recent call last):
+    mypt_lightning.errors.UserError: top_p must be in (0, 1], got 2.0
+    """
+    try:
+        yield
+    except user_errors():
+        raise
+    except types as exc:
+        raise UserError(str(exc)) from exc
 
 
 def run_cli(main_fn: Callable[[], int | None], name: str) -> int:

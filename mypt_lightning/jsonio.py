@@ -2,7 +2,8 @@
 
 Every JSONL line (``data_prep.jsonl.iter_records`` / ``parse_line``) and every single JSON
 text from a user or a model (a workspace manifest, a generated tool call, a resume file)
-is parsed here, so hostile input is one named error everywhere instead of a crash:
+is parsed here, so hostile input is one named error everywhere instead of a crash (JSONL
+files are read line by line with :func:`iter_lines`):
 
     nested deeper than MAX_DEPTH (64) arrays/objects     checked before parsing, without recursion
     an integer longer than MAX_INT_DIGITS (100) digits   Python's int-string limit would raise ValueError
@@ -20,7 +21,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 from mypt_lightning.errors import EpisodeError
 
@@ -142,4 +144,18 @@ def loads_strict(text: str | bytes | bytearray, where: str = "") -> Any:
         fail(f"nested deeper than {MAX_DEPTH} levels")
 
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "loads_strict"]
+def is_blank(line: bytes) -> bool:
+    """True for a line that holds no record: whitespace only, after a UTF-8 byte order mark
+    if it starts with one (an editor's BOM before an empty first line is no bad record)."""
+    return not line.removeprefix(_BOM).strip()
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """``(line_number, raw line)`` for every non-blank line (numbers count blank lines too)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not is_blank(line):
+                yield number, line
+
+
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "is_blank", "iter_lines", "loads_strict"]

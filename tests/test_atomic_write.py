@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_jsonl
 from data_modules import atomic_write as aw
 from data_modules.atomic_write import (
     OutputWriteError,
@@ -283,8 +284,7 @@ def test_replace_directory_replaces_a_single_file_checkpoint(tmp_path):
 def test_output_write_error_is_caught_by_the_data_tools_cli(tmp_path):
     """A real command line (mypt_lightning.data_prep.cli.run) on a full disk: exit 2, one line."""
     src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                            {"role": "assistant", "content": "hello"}]}) + "\n")
+    write_jsonl(src, [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}])
     out = tmp_path / "out" / "dedup.jsonl"
     code = ("import errno, os, runpy, sys\n"
             "real = os.fsync\n"
@@ -317,13 +317,14 @@ def test_gate_report_on_a_full_disk_is_one_line_exit_2(tmp_path, monkeypatch, ca
     monkeypatch.setattr(aw.os, "fsync", fsync)
     assert cli.main(["--model", "m", "--phase", "1", "--report", str(out)]) == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()
-    assert err == f"eval_gates.py: no space left on device writing {out}: free space or choose another output"
+    assert err == f"eval_gates.py: error: no space left on device writing {out}: free space or choose another output"
     assert listing(tmp_path) == ["gate.json"]  # the previous report stays, no temp file
 
 
 def test_run_py_on_a_full_disk_is_one_line_exit_2(tmp_path):
     from mypt_lightning.tokens.tokenizer import get_tokenizer
-    from test_train_e2e import tiny_overrides, write_packed_dataset
+    from helpers import write_packed_dataset
+    from test_train_e2e import tiny_overrides
 
     data = write_packed_dataset(tmp_path / "data", {"train": 8, "val": 2})
     if not (data / "tokenizer_state.json").exists():  # training refuses a dataset that does not name its tokenizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import write_jsonl
 from mypt_lightning.inference.batch_generation import GenerationRequest, default_batch_size, generate_batch
 from mypt_lightning.inference.generation import ModelPolicy, SamplingConfig, generate
 from mypt_lightning.model import ATTN_IMPLS, MyPT, MyPTConfig
@@ -199,7 +200,7 @@ def test_generate_cli_batch_file(tmp_path, capsys):
              {"user": "Wie viel kostet ein Hotel?", "system": "You are MyPT."},
              {"user": "What does it say?", "context": "The hotel allowance is 150 euros per night."}]
     batch = tmp_path / "prompts.jsonl"
-    batch.write_text("\n".join(json.dumps(x) for x in lines[:2]) + "\n\n" + json.dumps(lines[2]) + "\n")
+    write_jsonl(batch, [*lines[:2], "", lines[2]])  # a blank line 3: the line numbers count it
     tool = _generate_tool()
     code = tool.main(["--model", str(tmp_path / "model"), "--batch_file", str(batch), "--max_new_tokens", "10",
                       "--batch_size", "2", "--device", "cpu", "--output", str(tmp_path / "out.jsonl")])
@@ -216,7 +217,7 @@ def test_generate_cli_batch_file(tmp_path, capsys):
     assert [g["stop_reason"] for g in got] == [e.stop_reason for e in expected]
     assert "3 prompts" in capsys.readouterr().err
 
-    batch.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"user": 5}) + "\n")
+    write_jsonl(batch, [lines[0], {"user": 5}])
     assert tool.main(["--model", str(tmp_path / "model"), "--batch_file", str(batch)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{batch}:2" in err and "must be a string" in err

@@ -16,7 +16,8 @@ import torch
 
 from mypt_lightning.weights.checkpoint import CheckpointError, check_loadable, check_resumable, load_model, save_exported
 from test_checkpoint import tiny_model, write_legacy, write_lightning, write_sharded
-from test_train_e2e import ROOT, compose_cfg, tiny_overrides, write_packed_dataset
+from helpers import write_packed_dataset
+from test_train_e2e import ROOT, compose_cfg, tiny_overrides
 
 
 class RunsCode:
@@ -134,7 +135,7 @@ def test_generate_cli_refuses_a_malicious_checkpoint(tmp_path, sentinel):
     proc = subprocess.run([sys.executable, "tools/generate.py", "--model", str(path), "--prompt", "hi"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert one_line_error(proc.stderr).startswith(f"generate.py: {path}: refused: ")
+    assert one_line_error(proc.stderr).startswith(f"generate.py: error: {path}: refused: ")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_jsonl
 from mypt_lightning.data_prep.augment import augment_to_target, diversify, family_id, paraphrase, paraphrase_record
 from mypt_lightning.data_prep.dedup import deduplicate
 from mypt_lightning.data_prep.diversity import analyze, signature
@@ -30,11 +31,6 @@ def chat(user, answer="ok", language=None, **meta):
 
 def pairs(records):
     return [(f"x:{i}", r) for i, r in enumerate(records)]
-
-
-def write(path, records):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def read(path):
@@ -62,7 +58,7 @@ def test_dedup_by_normalized_user_message_with_limit():
 
 
 def test_dedup_cli(tmp_path, capsys):
-    src = write(tmp_path / "in.jsonl", [chat("A"), chat("A"), chat("a."), chat("B")])
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("A"), chat("A"), chat("a."), chat("B")])
     main = runpy.run_path(str(TOOLS / "deduplicate_episodes.py"))["main"]
     assert main(["--input", str(src), "--output", str(tmp_path / "o.jsonl"), "--mode", "both"]) == 0
     assert [r["messages"][0]["content"] for r in read(tmp_path / "o.jsonl")] == ["A", "B"]
@@ -90,7 +86,7 @@ def test_distinct_n_signatures_languages():
 
 
 def test_diversity_cli(tmp_path, capsys):
-    src = write(tmp_path / "in.jsonl", [chat("Say hello.", "Hello.")] * 3)
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("Say hello.", "Hello.")] * 3)
     main = runpy.run_path(str(TOOLS / "analyze_episode_diversity.py"))["main"]
     assert main(["--input", str(src), "--json", str(tmp_path / "r.json")]) == 0
     assert "repeated share 66.7%" in capsys.readouterr().out
@@ -145,7 +141,7 @@ def test_augment_to_target_is_deterministic_and_distinct():
 
 
 def test_augment_cli_and_shortfall(tmp_path, capsys):
-    src = write(tmp_path / "in.jsonl", [chat("Hi", "Hello")])
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("Hi", "Hello")])
     main = runpy.run_path(str(TOOLS / "augment_episodes_paraphrase.py"))["main"]
     assert main(["--input", str(src), "--output", str(tmp_path / "o.jsonl"), "--target_count", "50"]) == 0
     out = read(tmp_path / "o.jsonl")
@@ -159,7 +155,7 @@ def test_diversify_probability(tmp_path, capsys):
     changed = list(diversify(records, 1.0, seed=1))
     assert all(flag for _, flag in changed)
     assert all(r["_meta"]["augmented"] == "diversified" for r, _ in changed)
-    src = write(tmp_path / "in.jsonl", records)
+    src = write_jsonl(tmp_path / "in.jsonl", records)
     main = runpy.run_path(str(TOOLS / "diversify_user_messages.py"))["main"]
     assert main(["--input", str(src), "--output", str(tmp_path / "o.jsonl"), "--probability", "0.5"]) == 0
     assert len(read(tmp_path / "o.jsonl")) == 10 and "of 10 records" in capsys.readouterr().out

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_train_e2e import ROOT, tiny_overrides, write_packed_dataset
+from helpers import write_packed_dataset
+from test_train_e2e import ROOT, tiny_overrides
 
 
 def read_losses(run_dir: Path) -> dict[int, float]:

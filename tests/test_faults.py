@@ -18,7 +18,8 @@ from mypt_lightning.errors import UserError
 from mypt_lightning.training.fault_tolerance import PREEMPTED_EXIT_CODE, check_output_dir
 from mypt_lightning.training.lit_module import NonFiniteLossError
 from mypt_lightning.training.train import train
-from test_train_e2e import ROOT, StepLosses, compose_cfg, tiny_overrides, write_packed_dataset
+from helpers import write_packed_dataset
+from test_train_e2e import ROOT, StepLosses, compose_cfg, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from helpers import prepare_dataset, write_jsonl
 from data_modules import DatasetFormatError, DatasetWriter, EpisodeDataset, build_packed_block, pack_best_fit_decreasing
 from data_modules.collate import collate_samples
 from mypt_lightning.data_prep import prepare as prepare_module
@@ -281,9 +282,7 @@ def previous_output(tmp_path_factory) -> Path:
     """A complete dataset to stand in for an earlier run's output (``overwrite``)."""
     root = tmp_path_factory.mktemp("previous")
     src = root / "in.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in BASE_RECORDS), encoding="utf-8")
-    prepare_sft(PrepareConfig(inputs=[str(src)], output_dir=str(root / "ds"), val_split=0.0, progress=False,
-                              num_workers=1))
+    prepare_dataset([write_jsonl(src, BASE_RECORDS, ensure_ascii=True)], root / "ds")
     return root / "ds"
 
 

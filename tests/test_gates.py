@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_jsonl
 from mypt_lightning.gates import GATES, Case, CaseResult, Criterion, Gate, evaluate, parse_phase
 from mypt_lightning.gates import cli, ood, phase1, runner
 from mypt_lightning.gates.language import language_of
@@ -279,7 +280,7 @@ def write_ood(directory: Path) -> Path:
             {"role": "user", "content": "Wie geht es?"}, {"role": "assistant", "content": "Gut."}]},
     ]
     path = directory / "phase3_chat_ood.jsonl"
-    path.write_text("\n".join(json.dumps(e) for e in episodes) + "\n{not json\n")
+    write_jsonl(path, [*episodes, "{not json"])
     (directory / "phase5_toolcall_ood.jsonl").write_text("")  # above phase 3: not picked up
     (directory / "notes.jsonl").write_text("")
     return path
@@ -372,7 +373,8 @@ def test_gate_callback_logs_metrics_and_samples(tmp_path):
 
     import mypt_lightning.config  # noqa: F401
     from mypt_lightning.training.train import train
-    from test_train_e2e import tiny_overrides, write_packed_dataset  # tests/ is on sys.path (pytest prepend mode)
+    from helpers import write_packed_dataset
+    from test_train_e2e import tiny_overrides  # tests/ is on sys.path (pytest prepend mode)
 
     data = write_packed_dataset(tmp_path / "data", {"train": 8, "val": 2})
     out = tmp_path / "run"

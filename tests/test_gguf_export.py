@@ -114,7 +114,7 @@ def test_cli_errors_are_one_line(tmp_path, converter, capsys):
     assert cli.main(["--checkpoint", str(tmp_path / "missing"), "--output", str(tmp_path / "m.gguf"),
                      "--llama_cpp", str(converter)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "does not exist" in err and err.count("\n") == 1
+    assert err.startswith("export_gguf: error: ") and "does not exist" in err and err.count("\n") == 1
     model = MyPT(MyPTConfig.tiny(lm_head_bias=True))
     with torch.no_grad():
         model.lm_head.bias.fill_(0.5)

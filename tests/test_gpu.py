@@ -18,7 +18,7 @@ import torch
 
 from mypt_lightning.training.lit_module import weighted_token_stats
 from mypt_lightning.model import MyPT, MyPTConfig
-from test_train_e2e import write_packed_dataset
+from helpers import write_packed_dataset
 
 pytestmark = [
     pytest.mark.gpu,

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import prepare_dataset, write_jsonl
 from mypt_lightning.data_prep.inspect import inspect_dataset
-from mypt_lightning.data_prep.prepare import PrepareConfig, prepare_sft
 from mypt_lightning.data_prep.validate import CHECKS, validate_dataset, walk_episode
 from mypt_lightning.tokens.special_tokens import ASSISTANT_OPEN, EOT, USER_OPEN
 
@@ -35,11 +35,10 @@ RECORDS = [
 def datasets_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("validate")
     src = root / "in.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
+    write_jsonl(src, RECORDS)  # ASCII records: the same bytes with or without ensure_ascii
     for name, kw in {"packed": dict(packing=True, block_size=128, weighted=True),
                      "flat": dict(weighted=False)}.items():
-        prepare_sft(PrepareConfig(inputs=[str(src)], output_dir=str(root / name), val_split=0.0, progress=False,
-                                  num_workers=1, **kw))
+        prepare_dataset([src], root / name, **kw)
     return root
 
 

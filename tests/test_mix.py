@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_jsonl
 from mypt_lightning.data_prep.mixing import MixInput, choose, mix_jsonl, parse_input_spec
 from mypt_lightning.errors import UserError
 
@@ -24,11 +25,6 @@ def episodes(prefix: str, n: int, **extra):
     return out
 
 
-def write(path: Path, records) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 def read(path: Path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -39,7 +35,7 @@ def users(records):
 
 @pytest.fixture
 def inputs(tmp_path):
-    return write(tmp_path / "a.jsonl", episodes("a", 10)), write(tmp_path / "b.jsonl", episodes("b", 4))
+    return write_jsonl(tmp_path / "a.jsonl", episodes("a", 10)), write_jsonl(tmp_path / "b.jsonl", episodes("b", 4))
 
 
 def test_ratios_subsample_and_oversample(tmp_path, inputs):
@@ -59,8 +55,8 @@ def test_ratios_subsample_and_oversample(tmp_path, inputs):
 
 def test_provenance_in_meta_source_unless_already_set(tmp_path, inputs):
     a, _ = inputs
-    c = write(tmp_path / "c.jsonl", episodes("c", 2, _meta={"source": "generator-x", "operator": "COPY"}))
-    d = write(tmp_path / "d.jsonl", [{"_replay": True, "text": "replay text"}])
+    c = write_jsonl(tmp_path / "c.jsonl", episodes("c", 2, _meta={"source": "generator-x", "operator": "COPY"}))
+    d = write_jsonl(tmp_path / "d.jsonl", [{"_replay": True, "text": "replay text"}])
     mix_jsonl([MixInput(a, 0.2), MixInput(c, 1.0), MixInput(d, 1.0)], tmp_path / "m.jsonl")
     out = read(tmp_path / "m.jsonl")
     sources = [r["_meta"]["source"] for r in out]
@@ -100,8 +96,8 @@ def test_spec_parsing():
 
 def test_bad_records_stop_or_skip_and_output_stays_atomic(tmp_path, inputs):
     a, _ = inputs
-    bad = write(tmp_path / "bad.jsonl", episodes("x", 2) + ['{"messages": "nope"}', "not json"])
-    out = write(tmp_path / "m.jsonl", ["previous content"])
+    bad = write_jsonl(tmp_path / "bad.jsonl", episodes("x", 2) + ['{"messages": "nope"}', "not json"])
+    out = write_jsonl(tmp_path / "m.jsonl", ["previous content"])
     with pytest.raises(UserError, match=rf"{bad}:3: messages: must be a list"):
         mix_jsonl([MixInput(a, 1.0), MixInput(bad, 1.0)], out)
     assert out.read_text() == "previous content\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import write_jsonl
 from mypt_lightning.data_prep import phase_pipeline as pp
 from mypt_lightning.data_prep.phase_pipeline import cli as phase_cli
 from mypt_lightning.data_prep.validate import validate_dataset
@@ -179,11 +180,10 @@ def test_phase3_with_a_local_hf_copy_and_a_jsonl_file_of_your_own(tmp_path, monk
 
     monkeypatch.chdir(tmp_path)
     alpaca = tmp_path / "alpaca_de.jsonl"  # a local copy in the alpaca layout (instruction / input / output)
-    alpaca.write_text("".join(json.dumps({"instruction": f"Nenne eine Farbe Nummer {i}.", "input": "",
-                                          "output": f"Blau ist Farbe {i}."}, ensure_ascii=False) + "\n"
-                              for i in range(40)), encoding="utf-8")
+    write_jsonl(alpaca, ({"instruction": f"Nenne eine Farbe Nummer {i}.", "input": "", "output": f"Blau ist Farbe {i}."}
+                         for i in range(40)))
     mine = tmp_path / "mine.jsonl"
-    mine.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rag_chat.generate(20, 99).records))
+    write_jsonl(mine, rag_chat.generate(20, 99).records)
     over = ["phase=phase3_chat_sft", "data_recipe.num_examples=60", "data_recipe.sources.alpaca_de.enabled=true",
             f"data_recipe.sources.alpaca_de.dataset={alpaca}",
             f"+data_recipe.sources.mine={{kind: jsonl, path: '{mine}', share: 0.25}}"]
@@ -225,7 +225,7 @@ def _qa_files(d: Path) -> dict[str, Path]:
     files = {}
     for name, items in rows.items():
         files[name] = d / f"{name}.jsonl"
-        files[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items), encoding="utf-8")
+        write_jsonl(files[name], items)
     return files
 
 

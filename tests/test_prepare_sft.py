@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_jsonl
+from helpers import prepare_dataset, write_jsonl
 
 from data_modules.episode_reader import EpisodeDataset
 from mypt_lightning.data_prep import prepare as prepare_module
-from mypt_lightning.data_prep.prepare import PrepareConfig, prepare_sft
 from mypt_lightning.errors import UserError
 from mypt_lightning.tokens.special_tokens import (
     ASSISTANT_CLOSE as A_, ASSISTANT_CONTEXT_CLOSE as AC_, ASSISTANT_CONTEXT_OPEN as AC, ASSISTANT_OPEN as A,
@@ -53,11 +52,7 @@ def binary(weights):
 
 
 def run(tmp_path, inputs, name="ds", **kw):
-    kw.setdefault("val_split", 0.0)
-    kw.setdefault("progress", False)
-    kw.setdefault("num_workers", 1)
-    cfg = PrepareConfig(inputs=[str(p) for p in inputs], output_dir=str(tmp_path / name), **kw)
-    return prepare_sft(cfg)
+    return prepare_dataset(inputs, tmp_path / name, **kw)
 
 
 def samples(path, split="train"):

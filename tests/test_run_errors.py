@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train_e2e import BLOCK, ROOT, compose_cfg, tiny_overrides, write_packed_dataset
+from helpers import BLOCK, write_packed_dataset
+from test_train_e2e import ROOT, compose_cfg, tiny_overrides
 
 from data_modules.episode_format import DatasetFormatError
 from mypt_lightning.errors import UserError

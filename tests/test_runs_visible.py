@@ -184,7 +184,7 @@ def _run(args, env, timeout=600):
 
 @pytest.mark.slow
 def test_tiny_run_console_run_log_summary_plots_and_resume(tmp_path):
-    from test_train_e2e import write_packed_dataset
+    from helpers import write_packed_dataset
 
     data = write_packed_dataset(tmp_path / "sft", {"train": 40, "val": 4})
     overrides = [

@@ -21,7 +21,8 @@ import torch
 from mypt_lightning.errors import UserError
 from mypt_lightning.training.fault_tolerance import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, claim_run_dir
 from test_faults import run_py
-from test_train_e2e import ROOT, compose_cfg, tiny_overrides, write_packed_dataset
+from helpers import write_jsonl, write_packed_dataset
+from test_train_e2e import ROOT, compose_cfg, tiny_overrides
 
 MAX_STEPS = 30
 
@@ -307,12 +308,9 @@ def test_what_counts_as_a_previous_run(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------- prepare_sft
 
 def write_records(path: Path, count: int) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(count):
-            f.write(json.dumps({"messages": [
-                {"role": "user", "content": f"Frage {i}: " + "wie geht es dir heute " * 8},
-                {"role": "assistant", "content": f"Antwort {i}: " + "mir geht es gut danke " * 8}]}) + "\n")
-    return path
+    return write_jsonl(path, ({"messages": [
+        {"role": "user", "content": f"Frage {i}: " + "wie geht es dir heute " * 8},
+        {"role": "assistant", "content": f"Antwort {i}: " + "mir geht es gut danke " * 8}]} for i in range(count)))
 
 
 def prepare(inputs: Path, out: Path, *flags: str) -> list[str]:

@@ -15,29 +15,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import mypt_lightning.config  # noqa: F401
-from data_modules import DatasetWriter, build_packed_block
+from helpers import BLOCK, write_packed_dataset
 from mypt_lightning import load_model
 from mypt_lightning.errors import UserError
-from mypt_lightning.tokens.tokenizer import get_tokenizer
 from mypt_lightning.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = 64
-
-
-def write_packed_dataset(path: Path, blocks: dict[str, int], seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(path, weighted=True, packed=True, block_size=BLOCK, tokenizer_state=get_tokenizer().state_dict()) as writer:
-        for split, count in blocks.items():
-            out = writer.split(split)
-            for _ in range(count):
-                episodes = []
-                for _ in range(int(rng.integers(2, 5))):
-                    n = int(rng.integers(5, 16))
-                    weights = (rng.random(n) > 0.3).astype(np.float32) * rng.choice([1.0, 2.0], size=n)
-                    episodes.append((rng.integers(0, 50000, size=n), weights))
-                out.add_block(*build_packed_block(episodes, BLOCK))
-    return path
 
 
 @pytest.fixture(scope="module")

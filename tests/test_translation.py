@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_jsonl
 from mypt_lightning.data_prep.deepl import DeepLClient, DeepLError, translate_file
 from mypt_lightning.data_prep.translation import extract, merge_bilingual, recombine
 from mypt_lightning.errors import UserError
@@ -78,17 +79,12 @@ class FakeDeepL:
         self.server.server_close()
 
 
-def write(path, records):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 def read(path):
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
 
 def test_extract_keys(tmp_path):
-    src = write(tmp_path / "en.jsonl", EPISODES)
+    src = write_jsonl(tmp_path / "en.jsonl", EPISODES)
     stats = extract(src, tmp_path / "strings.jsonl")
     keys = [s["key"] for s in read(tmp_path / "strings.jsonl")]
     assert keys == ["0:system", "0:messages.0.content", "0:messages.0.context", "0:messages.1.think",
@@ -102,7 +98,7 @@ def test_extract_keys(tmp_path):
 
 def test_deepl_round_trip_retry_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPL_API_KEY", KEY)
-    src = write(tmp_path / "en.jsonl", EPISODES)
+    src = write_jsonl(tmp_path / "en.jsonl", EPISODES)
     extract(src, tmp_path / "strings.jsonl")
     with FakeDeepL(fail_first=1) as server:
         client = DeepLClient.from_env(server.url, sleep=lambda s: None)
@@ -156,7 +152,7 @@ def test_deepl_errors(tmp_path, monkeypatch):
 def test_cli_without_key_is_one_clear_line(tmp_path, monkeypatch, capsys):
     for name in ("DEEPL_API_KEY", "DEEPL_AUTH_KEY"):
         monkeypatch.delenv(name, raising=False)
-    src = write(tmp_path / "s.jsonl", [{"key": "0:text", "text": "hi"}])
+    src = write_jsonl(tmp_path / "s.jsonl", [{"key": "0:text", "text": "hi"}])
     main = runpy.run_path(str(TOOLS / "translate_deepl.py"))["main"]
     assert main(["--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
@@ -168,8 +164,8 @@ def test_cli_without_key_is_one_clear_line(tmp_path, monkeypatch, capsys):
 
 
 def test_recombine_missing_translation_stops_or_skips(tmp_path):
-    src = write(tmp_path / "en.jsonl", EPISODES)
-    write(tmp_path / "t.jsonl", [{"key": "1:text", "text": "Etwas Text."}])
+    src = write_jsonl(tmp_path / "en.jsonl", EPISODES)
+    write_jsonl(tmp_path / "t.jsonl", [{"key": "1:text", "text": "Etwas Text."}])
     with pytest.raises(UserError, match=r"en.jsonl:1: system: no translation for key 0:system"):
         recombine(src, tmp_path / "t.jsonl", tmp_path / "de.jsonl", "de")
     assert not (tmp_path / "de.jsonl").exists()
@@ -178,15 +174,15 @@ def test_recombine_missing_translation_stops_or_skips(tmp_path):
 
 
 def test_merge_bilingual_pairs_share_an_id(tmp_path):
-    en = write(tmp_path / "en.jsonl", [EPISODES[1], {**EPISODES[1], "text": "Other text."}])
-    de = write(tmp_path / "de.jsonl", [{"_replay": True, "text": "Anderer Text.", "language": "de",
+    en = write_jsonl(tmp_path / "en.jsonl", [EPISODES[1], {**EPISODES[1], "text": "Other text."}])
+    de = write_jsonl(tmp_path / "de.jsonl", [{"_replay": True, "text": "Anderer Text.", "language": "de",
                                         "_meta": {"translation_of": "en.jsonl:1"}}])
     stats = merge_bilingual(en, de, tmp_path / "bi.jsonl")
     out = read(tmp_path / "bi.jsonl")
     assert stats == {"written": 3, "pairs": 1, "unpaired": 1, "skipped": 0}
     assert [r["text"] for r in out] == ["Some plain text.", "Other text.", "Anderer Text."]
     assert out[1]["_meta"]["pair_id"] == out[2]["_meta"]["pair_id"] and "pair_id" not in out[0].get("_meta", {})
-    write(tmp_path / "de2.jsonl", [{**EPISODES[1], "text": "A"}, {**EPISODES[1], "text": "B"}])
+    write_jsonl(tmp_path / "de2.jsonl", [{**EPISODES[1], "text": "A"}, {**EPISODES[1], "text": "B"}])
     merge_bilingual(en, tmp_path / "de2.jsonl", tmp_path / "cat.jsonl", mode="concat")
     assert [r["text"] for r in read(tmp_path / "cat.jsonl")] == ["Some plain text.", "Other text.", "A", "B"]
     main = runpy.run_path(str(TOOLS / "merge_bilingual_episodes.py"))["main"]

@@ -11,7 +11,6 @@ See docs/inference_and_gates.md for what each gate checks.
 """
 import sys
 
-
 from mypt_lightning.gates.cli import main
 
 if __name__ == "__main__":

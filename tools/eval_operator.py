@@ -6,7 +6,6 @@
 """
 import sys
 
-
 from mypt_lightning.gates.cli import main
 
 if __name__ == "__main__":

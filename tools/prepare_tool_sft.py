@@ -1,4 +1,6 @@
 #!/usr/bin/env python
 """The MyPT guide's name (tool episodes) for prepare_sft.py (one implementation for chat and tool episodes)."""
-import runpy, sys; from pathlib import Path  # noqa: E401,E702
-sys.exit(runpy.run_path(str(Path(__file__).with_name("prepare_sft.py")))["main"]())
+from mypt_lightning.data_prep.commands.prepare_sft import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

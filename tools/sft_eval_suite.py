@@ -7,7 +7,6 @@ An alias of ``tools/eval_gates.py --phase 3 --regression``; --phase picks anothe
 """
 import sys
 
-
 from mypt_lightning.gates.cli import main
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Streaming JSONL in and out, with the error policy every data tool shares.
 
-Reading: :func:`iter_lines` yields ``(line_number, bytes)`` one line at a time (memory stays
+Reading: :func:`iter_lines` (from :mod:`mypt_lightning.jsonio`) yields ``(line_number, bytes)`` one line at a time (memory stays
 flat), :func:`iter_records` parses each line with the project's one strict JSON parser
 (:func:`mypt_lightning.jsonio.loads_strict`) and validates it against docs/design.md section 1.
 Every JSONL reader of the project goes through :func:`iter_records` or :func:`parse_line`.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from mypt_lightning.errors import UserError
-from mypt_lightning.jsonio import loads_strict
+from mypt_lightning.jsonio import is_blank, iter_lines, loads_strict
 from mypt_lightning.tokens.protocol import EpisodeError, parse_episode_line
 
 ON_ERROR_CHOICES = ("stop", "skip")
@@ -89,20 +89,6 @@ def check_input_files(paths: Iterable[str | Path]) -> list[Path]:
             raise UserError(f"input file {p} does not exist" if not p.exists() else f"{p} is not a file")
         out.append(p)
     return out
-
-
-def is_blank(line: bytes) -> bool:
-    """True for a line that holds no record: whitespace only, after a UTF-8 byte order mark
-    if it starts with one (an editor's BOM before an empty first line is no bad record)."""
-    return not line.removeprefix(b"\xef\xbb\xbf").strip()
-
-
-def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """``(line_number, raw line)`` for every non-blank line (numbers count blank lines too)."""
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not is_blank(line):
-                yield number, line
 
 
 def parse_line(line: bytes | str, where: str, *, validate: bool = True) -> dict:

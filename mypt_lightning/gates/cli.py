@@ -9,10 +9,8 @@ Exit status: 0 the gate (and with --regression every earlier gate) passed, 1 it 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from data_modules.atomic_write import OutputWriteError
-from mypt_lightning.errors import user_errors
+from mypt_lightning.errors import UserError, run_cli
 from mypt_lightning.inference.generation import load_policy
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -64,38 +62,31 @@ def main(argv: list[str] | None = None, *, prog: str = "eval_gates.py", descript
          default_phase: str | None = None, default_regression: bool = False) -> int:
     parser = build_parser(prog, description or __doc__, default_phase, default_regression)
     args = parser.parse_args(argv)
+    return run_cli(lambda: _evaluate(args), prog)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from mypt_lightning.gates.runner import evaluate, parse_phase
 
     try:
         phase = parse_phase(args.phase)
     except ValueError as exc:
-        print(f"{prog}: --phase: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UserError(f"--phase: {exc}") from None
     if args.batch_size is not None and args.batch_size < 1:
-        print(f"{prog}: --batch_size: expected an integer >= 1, got {args.batch_size}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        workspace = None
-        if args.workspace:
-            from mypt_lightning.inference.agent import open_workspace
+        raise UserError(f"--batch_size: expected an integer >= 1, got {args.batch_size}")
+    workspace = None
+    if args.workspace:
+        from mypt_lightning.inference.agent import open_workspace
 
-            workspace = open_workspace(args.workspace)
-        policy = load_policy(args.model, args.device, args.dtype)
-        report = evaluate(policy, phase, regression=args.regression, workspace=workspace, ood_dir=args.ood_dir,
-                          max_cases=args.max_cases, model_name=str(args.model),
-                          progress=_print_case if args.verbose else None, protocol=args.protocol,
-                          batch_size=args.batch_size)
-    except user_errors() as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        workspace = open_workspace(args.workspace)
+    policy = load_policy(args.model, args.device, args.dtype)
+    report = evaluate(policy, phase, regression=args.regression, workspace=workspace, ood_dir=args.ood_dir,
+                      max_cases=args.max_cases, model_name=str(args.model),
+                      progress=_print_case if args.verbose else None, protocol=args.protocol,
+                      batch_size=args.batch_size)
     print(report.summary())
     if args.report:
-        try:
-            print(f"report: {report.write(args.report)}")
-        except OutputWriteError as exc:  # a full disk or read-only location: one line, no traceback
-            print(f"{prog}: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+        print(f"report: {report.write(args.report)}")  # a full disk or read-only place: one line, exit 2
     return EXIT_PASS if report.passed else EXIT_FAIL
-
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_PASS", "build_parser", "load_policy", "main"]

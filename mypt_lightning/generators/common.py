@@ -253,15 +253,19 @@ def finish(generated: Generated, output: str | Path, *, extra_outputs: dict[str,
     return 0
 
 
-def run_cli(main_fn: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a generator's main; user errors become a one-line message and exit status 2."""
-    from mypt_lightning.errors import user_errors
+def run_cli(main_fn: Callable[[list[str] | None], int], argv: list[str] | None, name: str) -> int:
+    """Run a generator's main under the one error contract (:func:`mypt_lightning.errors.run_cli`):
+    a user error is one line ``NAME: error: MESSAGE`` and exit status 2. A generator signals a bad
+    option or input with ``ValueError`` / ``FileNotFoundError`` (its library contract), so those
+    are the user's to fix here too."""
+    from mypt_lightning.errors import as_user_errors
+    from mypt_lightning.errors import run_cli as run_command_line
 
-    try:
-        return main_fn(argv)
-    except (*user_errors(), ValueError, FileNotFoundError) as exc:  # generators raise ValueError on bad options
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    def go() -> int:
+        with as_user_errors(ValueError, FileNotFoundError):
+            return main_fn(argv)
+
+    return run_command_line(go, name)
 
 
 def entry_points(build_parser: Callable[[], argparse.ArgumentParser], generate_fn: Callable[..., Generated]):
@@ -276,7 +280,7 @@ def entry_points(build_parser: Callable[[], argparse.ArgumentParser], generate_f
 
     def cli(argv: list[str] | None = None) -> int:
         """``main`` for the command line: user errors become a message and exit status 2."""
-        return run_cli(main, argv)
+        return run_cli(main, argv, build_parser().prog)
 
     return main, cli
 

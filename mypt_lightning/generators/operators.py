@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
+    return run_cli(main, argv, build_parser().prog)
 
 
 __all__ = ["NAME", "OPERATORS", "OperatorDataset", "WRAPPERS", "build_parser", "check_disjoint", "cli",
