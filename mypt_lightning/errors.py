@@ -59,9 +59,12 @@ def as_user_errors(*types: type[Exception]) -> Iterator[None]:
         raise UserError(str(exc)) from exc
 
 
-def run_cli(main_fn: Callable[[], int | None], name: str) -> int:
+def run_cli(main_fn: Callable[[], int | None], name: str, *,
+            interrupted: str = "no output was written") -> int:
     """Call a command line's ``main_fn``; its exit status, or 2 with ``NAME: error: MESSAGE``
-    on stderr for a user error, or 130 on Ctrl-C. Bugs propagate with their traceback.
+    on stderr for a user error, or 130 on Ctrl-C (``NAME: interrupted; INTERRUPTED``: a tool
+    whose output streams to the terminal says what it stopped instead). Bugs propagate with
+    their traceback.
 
     >>> def bad(): raise UserError("data.jsonl:3: messages: must be a list")
     >>> run_cli(bad, "prepare_sft")  # doctest: +SKIP
@@ -73,6 +76,6 @@ def run_cli(main_fn: Callable[[], int | None], name: str) -> int:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{name}: interrupted; no output was written", file=sys.stderr)
+        print(f"{name}: interrupted; {interrupted}", file=sys.stderr)
         return 130
     return int(code or 0)

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: _chat(args), "chat.py")
+    return run_cli(lambda: _chat(args), "chat.py", interrupted="chat ended")
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -135,7 +135,7 @@ def run_batch(args, config, tok, profile, system: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: _generate(args), "generate.py")
+    return run_cli(lambda: _generate(args), "generate.py", interrupted="generation stopped")
 
 
 def _generate(args: argparse.Namespace) -> int:
