@@ -13,7 +13,7 @@ demo: setup demo-data
 	$(PY) run.py experiment=cpu_phase1_gate overwrite=true
 
 # DEMO_RECIPE names the recipe below: data/demo built by an older one is rebuilt, not reused.
-DEMO_RECIPE := 2
+DEMO_RECIPE := 3
 demo-data: setup
 	@if [ ! -d $(DEMO)/sft_phase1_format_lock ] || [ "$$(cat $(DEMO)/demo_recipe.txt 2>/dev/null)" != "$(DEMO_RECIPE)" ]; then \
 	  $(PY) tools/generate_format_lock_dataset.py --output $(DEMO)/format_lock.jsonl --num_examples 4200 --seed 0 --language mixed --de_share 0.6 && \
@@ -31,7 +31,7 @@ demo-data: setup
 # data mixes replay (built from the bundled workspace documents: a demo, not real pre-training text).
 curriculum-data: demo-data
 	$(PY) tools/prepare_phase.py phase=phase2_operators model=tiny model.block_size=512 paths.data_dir=$(DEMO) \
-	  --with_replay data_recipe.pretrain_replay.num_examples=2000
+	  data_recipe.num_examples=40000 --with_replay data_recipe.pretrain_replay.num_examples=2000
 
 # Phase 1 then phase 2 (initialised from phase 1's export), each judged by its gate, on CPU
 # (conf/experiment/cpu_curriculum.yaml; the README gives the measured time).
