@@ -130,28 +130,34 @@ def test_cli_errors_are_one_line(tmp_path, converter, capsys):
 # ----------------------------------------------------------------------------- llama.cpp itself
 
 
+# f16 rounds every weight (and llama.cpp's f16 matmuls the activations too): a greedy choice
+# may flip where the two best logits are this close. A wider gap at a difference is a bug.
+F16_TIE = 0.05
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
 def test_llama_cpp_greedy_equals_ours(tmp_path, converter, outtype):
     pytest.importorskip("llama_cpp")
     from mypt_lightning.inference.generation import SamplingConfig, generate
-    from mypt_lightning.weights.gguf_export import llama_cpp_greedy
+    from mypt_lightning.weights.gguf_export import compare_greedy
     from mypt_lightning.weights.hf_export import PROBE_EPISODES
     from mypt_lightning.tokens.protocol import build_prompt
 
+    prompts = [build_prompt({**e, "messages": e["messages"][:1]}) for e in PROBE_EPISODES]
     results = {}
     for seed, tied in ((0, True), (1, False)):
         model = sharp_model(seed, tie_weights=tied)
         save_exported(model, tmp_path / f"ours{seed}")
         export_gguf(tmp_path / f"ours{seed}", tmp_path / f"m{seed}.gguf", outtype=outtype, llama_cpp=converter)
-        prompts = [build_prompt({**e, "messages": e["messages"][:1]}) for e in PROBE_EPISODES]
-        theirs = llama_cpp_greedy(tmp_path / f"m{seed}.gguf", prompts, 32)
-        for j, (prompt, t) in enumerate(zip(prompts, theirs)):
-            mine = generate(model, prompt, SamplingConfig(max_new_tokens=32, stop_ids=frozenset())).tokens
-            results[(seed, j)] = next((k for k, (a, b) in enumerate(zip(mine, t)) if a != b), None)
-    report = {f"model{s}/prompt{j}": ("identical" if d is None else f"differs from token {d}") for (s, j), d in results.items()}
-    print(json.dumps({"outtype": outtype, **report}))
-    if outtype == "f32":
-        assert all(d is None for d in results.values()), report
-    else:  # f16 weights round: agreement is measured (docs/serving.md), required on most prompts
-        assert sum(d is None for d in results.values()) >= len(results) // 2, report
+        ours = [generate(model, p, SamplingConfig(max_new_tokens=32, stop_ids=frozenset())).tokens for p in prompts]
+        for j, r in enumerate(compare_greedy(model, tmp_path / f"m{seed}.gguf", prompts, ours)):
+            results[f"model{seed}/prompt{j}"] = r
+    report = {k: r.describe() for k, r in results.items()}
+    print(json.dumps({"outtype": outtype, **report}, indent=1))
+    if outtype == "f32":  # the same weights in float32: the same greedy tokens
+        assert all(r.identical for r in results.values()), report
+    else:  # every difference must be a near-tie in both models, and most prompts identical
+        ties = [k for k, r in results.items() if not r.identical and r.our_gap < F16_TIE and r.their_gap < F16_TIE]
+        assert all(r.identical or k in ties for k, r in results.items()), report
+        assert sum(r.identical for r in results.values()) >= len(results) // 2, report

@@ -24,6 +24,7 @@ input (one line on stderr). See docs/serving.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from mypt_lightning.errors import UserError, run_cli
@@ -51,29 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PROMPT_NAMES = ("EN chat", "DE chat", "RAG", "tool call")  # PROBE_EPISODES, first user turn each
+
+
 def verify(checkpoint: str, gguf: Path, n: int) -> tuple[int, int, list[str]]:
     """(equal prompts, prompts, one line per prompt) of llama.cpp's greedy tokens vs ours."""
     import torch
 
-    from mypt_lightning.weights.checkpoint import load_model
     from mypt_lightning.inference.generation import SamplingConfig, generate
-    from mypt_lightning.weights.gguf_export import llama_cpp_greedy
+    from mypt_lightning.weights.checkpoint import load_model
+    from mypt_lightning.weights.gguf_export import compare_greedy
     from mypt_lightning.weights.hf_export import PROBE_EPISODES
     from mypt_lightning.tokens.protocol import build_prompt
 
-    model = load_model(checkpoint)
+    model = load_model(checkpoint).eval()
     if model.config.lm_head_bias:  # compare with what was exported: the model without its bias
         with torch.no_grad():
             model.lm_head.bias.zero_()
     prompts = [build_prompt({**e, "messages": e["messages"][:1]}) for e in PROBE_EPISODES]
-    theirs = llama_cpp_greedy(gguf, prompts, n)
-    lines, same = [], 0
-    for i, (prompt, t) in enumerate(zip(prompts, theirs)):
-        mine = generate(model, prompt, SamplingConfig(max_new_tokens=n, stop_ids=frozenset())).tokens
-        first = next((k for k, (a, b) in enumerate(zip(mine, t)) if a != b), None)
-        same += first is None
-        lines.append(f"prompt {i}: " + ("identical" if first is None else f"first difference at token {first}"))
-    return same, len(prompts), lines
+    ours = [generate(model, p, SamplingConfig(max_new_tokens=n, stop_ids=frozenset())).tokens for p in prompts]
+    results = compare_greedy(model, gguf, prompts, ours)
+    lines = [f"prompt {i} ({name}, {len(p)} tokens): {r.describe()}"
+             for i, (name, p, r) in enumerate(zip(PROMPT_NAMES, prompts, results, strict=True))]
+    return sum(r.identical for r in results), len(results), lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     from mypt_lightning.weights.gguf_export import export_gguf
 
+    if args.verify > 0 and importlib.util.find_spec("llama_cpp") is None:  # before the slow conversion
+        raise UserError("--verify needs llama-cpp-python (pip install llama-cpp-python)")
+
     shift = export_gguf(args.checkpoint, args.output, outtype=args.outtype,
                         drop_lm_head_bias=args.drop_lm_head_bias, llama_cpp=args.llama_cpp,
                         allow_download=not args.no_download)
@@ -93,10 +97,7 @@ def _export(args: argparse.Namespace) -> int:
               f"{shift.top1_agreement:.1%} and {shift.top5_overlap:.1%} of the top-5 set is kept")
     print(f"exported {args.checkpoint} -> {args.output} (GGUF {args.outtype}, llama.cpp convert_hf_to_gguf.py)")
     if args.verify > 0:
-        try:
-            same, total, lines = verify(args.checkpoint, Path(args.output), args.verify)
-        except ImportError:
-            raise UserError("--verify needs llama-cpp-python (pip install llama-cpp-python)") from None
+        same, total, lines = verify(args.checkpoint, Path(args.output), args.verify)
         print("\n".join(lines))
         print(f"llama.cpp greedy == mypt-lightning greedy on {same}/{total} prompts ({args.verify} tokens each)")
         return 0 if same == total else 1

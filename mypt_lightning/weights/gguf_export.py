@@ -13,8 +13,9 @@ the ``gguf-py`` it is written against, inside the ``llama-cpp-python`` sdist
                              (pip download of the installed llama-cpp-python version)
 
 and runs it with this Python (it needs torch, numpy, transformers, sentencepiece).
-:func:`llama_cpp_greedy` decodes a GGUF with ``llama-cpp-python`` so a caller can check
-that llama.cpp picks the same greedy tokens as ``generation.generate``.
+:func:`llama_cpp_greedy` decodes a GGUF with ``llama-cpp-python``; :func:`compare_greedy`
+checks that llama.cpp picks the same greedy tokens as ``generation.generate`` and, where it
+does not, reports both logit gaps at the first difference (a near-tie, or a real bug).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from mypt_lightning.errors import UserError
@@ -206,9 +208,11 @@ def export_gguf(checkpoint: str | os.PathLike, output: str | os.PathLike, *, out
 
 
 def llama_cpp_greedy(gguf_path: str | os.PathLike, prompts: list[list[int]], max_new_tokens: int = 32,
-                     n_threads: int = 2) -> list[list[int]]:
+                     n_threads: int = 2, *, keep_logits: bool = False):
     """Greedy tokens llama.cpp (llama-cpp-python) picks after each prompt: argmax of its
-    logits, the embedding padding rows excluded as generation.generate does, no stop tokens."""
+    logits, the embedding padding rows excluded as generation.generate does, no stop tokens.
+    With ``keep_logits`` each prompt gives (tokens, float32 array (steps, 50276) of the
+    logits each token was picked from)."""
     import numpy as np
     from llama_cpp import Llama
 
@@ -218,20 +222,81 @@ def llama_cpp_greedy(gguf_path: str | os.PathLike, prompts: list[list[int]], max
     llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=n_threads, logits_all=True,
                 verbose=False)
     out = []
-    for prompt in prompts:
-        llm.reset()
-        llm.eval(list(prompt))
-        tokens = []
-        for _ in range(max_new_tokens):
-            logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)[:TOKENIZER_VOCAB_SIZE]
-            token = int(logits.argmax())
-            tokens.append(token)
-            llm.eval([token])
-        out.append(tokens)
-    if hasattr(llm, "close"):  # frees the model now (older versions free it on garbage collection)
-        llm.close()
+    try:
+        for prompt in prompts:
+            llm.reset()
+            llm.eval(list(prompt))
+            tokens, rows = [], []
+            for _ in range(max_new_tokens):
+                logits = np.array(llm.scores[llm.n_tokens - 1, :TOKENIZER_VOCAB_SIZE], dtype=np.float32)
+                token = int(logits.argmax())
+                tokens.append(token)
+                if keep_logits:
+                    rows.append(logits)
+                llm.eval([token])
+            out.append((tokens, np.stack(rows)) if keep_logits else tokens)
+    finally:
+        if hasattr(llm, "close"):  # frees the model now (older versions free it on garbage collection)
+            llm.close()
+    return out
+
+
+@dataclass(frozen=True)
+class GreedyAgreement:
+    """How one prompt's greedy continuation from llama.cpp compares with ours.
+
+    ``agree``: leading tokens that are equal (``n`` when all are). At the first difference,
+    ours picked ``ours`` and llama.cpp ``theirs``; ``our_gap`` is how far our logit of
+    ``ours`` lies above our logit of ``theirs`` (our top-1 minus top-2 margin when ``theirs``
+    is our runner-up), ``their_gap`` the same for llama.cpp the other way round. Both small:
+    a near-tie that rounding decides; a large gap means the two models really differ."""
+
+    agree: int
+    n: int
+    ours: int | None = None
+    theirs: int | None = None
+    our_gap: float | None = None
+    their_gap: float | None = None
+    our_top2_margin: float | None = None
+
+    @property
+    def identical(self) -> bool:
+        return self.agree == self.n
+
+    def describe(self) -> str:
+        if self.identical:
+            return f"{self.agree}/{self.n} tokens equal"
+        return (f"{self.agree}/{self.n} tokens equal; at token {self.agree} ours picks {self.ours} and llama.cpp "
+                f"{self.theirs}: our logit gap {self.our_gap:.4g} (our top-2 margin {self.our_top2_margin:.4g}), "
+                f"llama.cpp's {self.their_gap:.4g}")
+
+
+def compare_greedy(model, gguf_path: str | os.PathLike, prompts: list[list[int]], ours: list[list[int]],
+                   n_threads: int = 2) -> list[GreedyAgreement]:
+    """llama.cpp's greedy tokens on ``gguf_path`` against ``ours``, the greedy tokens
+    ``generation.generate`` gave ``model`` after each prompt (no stop tokens; the caller runs
+    it, as this layer sits below inference). One GreedyAgreement per prompt, with the logit
+    gaps at the first difference."""
+    import torch
+
+    from mypt_lightning.tokens.special_tokens import TOKENIZER_VOCAB_SIZE
+
+    n = max(len(m) for m in ours)
+    theirs_all = llama_cpp_greedy(gguf_path, prompts, n, n_threads, keep_logits=True)
+    out = []
+    for prompt, mine, (theirs, their_logits) in zip(prompts, ours, theirs_all, strict=True):
+        k = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), None)
+        if k is None:
+            out.append(GreedyAgreement(min(len(mine), n), n))
+            continue
+        with torch.inference_mode():
+            logits = model(torch.tensor([list(prompt) + list(mine[:k])]))[0, -1, :TOKENIZER_VOCAB_SIZE].float()
+        a, b = mine[k], theirs[k]
+        top2 = logits.topk(2).values
+        out.append(GreedyAgreement(k, n, a, b, float(logits[a] - logits[b]),
+                                   float(their_logits[k][b] - their_logits[k][a]), float(top2[0] - top2[1])))
     return out
 
 
 __all__ = ["export_gguf", "find_converter", "extract_converter", "run_converter", "llama_cpp_greedy",
-           "GGUFExportError", "OUTTYPES"]
+           "compare_greedy", "GreedyAgreement", "GGUFExportError", "OUTTYPES"]

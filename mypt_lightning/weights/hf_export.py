@@ -172,7 +172,7 @@ def export_hf(
     model = load_model(checkpoint)
     shift = None
     if model.config.lm_head_bias:
-        bias = model.lm_head.bias
+        bias = model.lm_head.bias.detach()
         if bool(bias.abs().max() > 0):
             if not drop_lm_head_bias:
                 raise ExportRefusedError(
