@@ -2,10 +2,12 @@
 
 ``python run.py -m experiment=cpu_curriculum phase=phase1_format_lock,phase2_operators`` on the
 data ``make curriculum-data`` builds: a tiny model from scratch through phase 1 (format lock), then
-phase 2 (operators) initialised from phase 1's export with phase 1 replayed in its mix. Both
-phases' success gates must pass on their exports, and phase 2's report carries the regression gate
-(phase 1's gate on phase 2's export). About 20 minutes on 2 cores: marked ``curriculum``, which
-``make test`` (CI) leaves out and ``make test-all`` runs::
+phase 2 (operators) initialised from phase 1's export with phase 1 replayed in its mix. Phase 1's
+gate must pass, phase 2 must start from its export and keep it (phase 2's report carries the
+regression gate: phase 1's gate on phase 2's export), and phase 2's own gate is asserted in its own
+test, an expected failure for now (measured: 0.33 exact match, the gate needs > 0.80). About 20
+minutes on 2 cores: marked ``curriculum``, which ``make test`` (CI) leaves out and ``make test-all``
+runs::
 
     pytest -m curriculum tests/test_curriculum_cpu.py -s
 """
@@ -74,7 +76,7 @@ def test_phase2_starts_from_phase1_and_keeps_it(curriculum):
 
 @pytest.mark.curriculum
 @pytest.mark.timeout(3600)
-@pytest.mark.xfail(reason="measured: the tiny CPU model reaches about 0.5 operator exact match in the 20-minute "
+@pytest.mark.xfail(reason="measured: the tiny CPU model reaches 0.33-0.5 operator exact match in the 20-minute "
                           "budget, the phase-2 gate needs > 0.80 (docs/benchmarks.md, 'CPU demo and curriculum'); "
                           "the gate is not lowered", strict=False)
 def test_phase2_passes_its_gate(curriculum):
