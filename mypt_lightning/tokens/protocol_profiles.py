@@ -299,19 +299,11 @@ def _system_text(seq: _Sequence, text: str) -> None:
     if text not in TAGGED_LEGACY_PROMPTS:
         seq.text(text, False)
         return
-    import re
-
-    from mypt_lightning.tokens.special_tokens import SPECIAL_TOKENS
-
-    pattern = re.compile("|".join(re.escape(t) for t in sorted(SPECIAL_TOKENS, key=len, reverse=True)))
-    pos = 0
-    for m in pattern.finditer(text):
-        if m.start() > pos:
-            seq.text(text[pos:m.start()], False)
-        seq.tag(SPECIAL_TOKENS[m.group()], False)
-        pos = m.end()
-    if pos < len(text):
-        seq.text(text[pos:], False)
+    for piece in protocol._pieces(text, None):  # tag strings as tag ids, the rest as text
+        if isinstance(piece, int):
+            seq.tag(piece, False)
+        elif piece:
+            seq.text(piece, False)
 
 
 def tagged_prompt_ids(tokenizer=None) -> list[list[int]]:

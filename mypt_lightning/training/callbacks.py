@@ -59,7 +59,8 @@ class GateCallback(L.Callback):
         self.phase = parse_phase(phase)
         self.gate = get_gate(self.phase)
         # the gates run at each validation: the earlier phases' first (regression), this phase's last
-        self.gates = [get_gate(p) for p in range(1, self.phase)] * bool(regression) + [self.gate]
+        earlier = range(1, self.phase) if regression else ()
+        self.gates = [*(get_gate(p) for p in earlier), self.gate]
         if every_n_validations < 1:
             raise ValueError(f"every_n_validations must be >= 1, got {every_n_validations}")
         self.every_n_validations = every_n_validations
