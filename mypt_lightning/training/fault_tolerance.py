@@ -198,7 +198,7 @@ class Preemption(Callback):
         if not stop:
             return
         path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state: a resume continues exactly
         self.saved = path
         rank_zero_info(f"[mypt] {self.signal_name}: saved {path} at step {trainer.global_step}; stopping")
         trainer._signal_connector.received_sigterm = True  # Lightning raises SIGTERMException after this batch
