@@ -324,7 +324,7 @@ def test_gate_report_on_a_full_disk_is_one_line_exit_2(tmp_path, monkeypatch, ca
 def test_run_py_on_a_full_disk_is_one_line_exit_2(tmp_path):
     from mypt_lightning.tokens.tokenizer import get_tokenizer
     from helpers import write_packed_dataset
-    from test_train_e2e import tiny_overrides
+    from helpers import tiny_overrides
 
     data = write_packed_dataset(tmp_path / "data", {"train": 8, "val": 2})
     if not (data / "tokenizer_state.json").exists():  # training refuses a dataset that does not name its tokenizer

@@ -17,7 +17,7 @@ import torch
 from mypt_lightning.weights.checkpoint import CheckpointError, check_loadable, check_resumable, load_model, save_exported
 from test_checkpoint import tiny_model, write_legacy, write_lightning, write_sharded
 from helpers import write_packed_dataset
-from test_train_e2e import ROOT, compose_cfg, tiny_overrides
+from helpers import ROOT, compose_cfg, tiny_overrides
 
 
 class RunsCode:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import write_packed_dataset
-from test_train_e2e import ROOT, tiny_overrides
+from helpers import ROOT, tiny_overrides
 
 
 def read_losses(run_dir: Path) -> dict[int, float]:

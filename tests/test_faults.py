@@ -19,7 +19,7 @@ from mypt_lightning.training.fault_tolerance import PREEMPTED_EXIT_CODE, check_o
 from mypt_lightning.training.lit_module import NonFiniteLossError
 from mypt_lightning.training.train import train
 from helpers import write_packed_dataset
-from test_train_e2e import ROOT, StepLosses, compose_cfg, tiny_overrides
+from helpers import ROOT, StepLosses, compose_cfg, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -374,7 +374,7 @@ def test_gate_callback_logs_metrics_and_samples(tmp_path):
     import mypt_lightning.config  # noqa: F401
     from mypt_lightning.training.train import train
     from helpers import write_packed_dataset
-    from test_train_e2e import tiny_overrides  # tests/ is on sys.path (pytest prepend mode)
+    from helpers import tiny_overrides
 
     data = write_packed_dataset(tmp_path / "data", {"train": 8, "val": 2})
     out = tmp_path / "run"
@@ -491,3 +491,55 @@ def test_run_summary_shows_the_regression_gate():
     text = "\n".join(lines)
     assert re.search(r"gate +phase 2 operators on export/: FAILED", text)
     assert re.search(r"regression +phase 1 format_lock on export/: PASSED", text)
+
+
+def test_gate_callback_stops_training_on_a_pass_only_from_the_given_step(tmp_path, monkeypatch):
+    """callbacks.gate.stop_on_pass_from_step: a passing gate before that step lets training go on;
+    from it on, a pass sets trainer.should_stop (decided on rank 0, broadcast to all); a fail never does."""
+    import torch
+
+    import mypt_lightning.inference.generation as generation
+    from mypt_lightning.training.callbacks import GateCallback
+
+    p1_cases = by_user(GATES[1])
+    answer = {"passing": True}
+
+    def reply(prompt: str) -> str:
+        case = p1_cases.get(last_user(prompt))
+        if not answer["passing"]:
+            return "never closes"
+        return ("Ja." if case is not None and case.language == "de" else "Yes.") + CLOSE
+
+    monkeypatch.setattr(generation, "ModelPolicy", lambda model, sampling=None: TextPolicy(reply))
+    broadcasts = []
+
+    class Strategy:
+        def broadcast(self, obj, src=0):
+            broadcasts.append((obj, src))
+            return obj
+
+    def trainer_at(step):
+        return type("T", (), {"loggers": [], "default_root_dir": str(tmp_path), "global_step": step,
+                              "callback_metrics": {}, "sanity_checking": False, "is_global_zero": True,
+                              "strategy": Strategy(), "should_stop": False, "max_steps": 2000})()
+
+    module = type("M", (), {"model": torch.nn.Linear(1, 1)})()
+    callback = GateCallback(1, max_cases=6, stop_on_pass_from_step=1000)
+    early = trainer_at(400)
+    callback.on_validation_end(early, module)
+    assert early.callback_metrics["gate/phase1/passed"].item() == 1.0 and early.should_stop is False
+    answer["passing"] = False
+    failing = trainer_at(1200)
+    callback.on_validation_end(failing, module)
+    assert failing.callback_metrics["gate/phase1/passed"].item() == 0.0 and failing.should_stop is False
+    answer["passing"] = True
+    late = trainer_at(1400)
+    callback.on_validation_end(late, module)
+    assert late.should_stop is True
+    assert broadcasts == [(False, 0), (False, 0), (True, 0)]
+    # without the option nothing is broadcast and training runs to max_steps
+    plain = trainer_at(1400)
+    GateCallback(1, max_cases=6).on_validation_end(plain, module)
+    assert plain.should_stop is False and len(broadcasts) == 3
+    with pytest.raises(ValueError, match="stop_on_pass_from_step"):
+        GateCallback(1, stop_on_pass_from_step=-1)

@@ -101,7 +101,7 @@ def test_fsdp_bf16_on_one_gpu_trains_writes_sharded_checkpoints_and_resumes(tmp_
 def test_750m_training_step_at_batch_4x4096_fits(activation_checkpointing):
     from omegaconf import OmegaConf
 
-    from test_train_e2e import ROOT
+    from helpers import ROOT
 
     fields = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "gpt750m.yaml"))
     fields.pop("compile")

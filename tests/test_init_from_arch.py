@@ -34,7 +34,7 @@ from mypt_lightning.training.train import fit_model_to_checkpoint, train
 from test_checkpoint import tiny_model, write_lightning, write_sharded
 from test_legacy_compat import D, H, IDS, L as LAYERS, legacy_config, legacy_state_dict, reference_logits, write_folder
 from helpers import BLOCK, write_packed_dataset
-from test_train_e2e import ROOT, StepLosses, SimulatedCrash, compose_cfg, tiny_overrides
+from helpers import ROOT, StepLosses, SimulatedCrash, compose_cfg, tiny_overrides
 
 
 @pytest.fixture(scope="module")

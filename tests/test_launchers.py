@@ -19,7 +19,7 @@ import pytest
 
 from test_distributed import assert_same_as_single_process, run_training
 from helpers import write_packed_dataset
-from test_train_e2e import ROOT
+from helpers import ROOT
 
 TIMEOUT_S = 300  # a hung rendezvous or collective fails the test instead of blocking CI
 TWO_RANKS = {"data.batch_size": 1, "trainer.strategy": "ddp", "trainer.devices": 2, "trainer.accelerator": "cpu"}

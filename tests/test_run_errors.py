@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import BLOCK, write_packed_dataset
-from test_train_e2e import ROOT, compose_cfg, tiny_overrides
+from helpers import ROOT, compose_cfg, tiny_overrides
 
 from data_modules.episode_format import DatasetFormatError
 from mypt_lightning.errors import UserError

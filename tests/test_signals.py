@@ -22,7 +22,7 @@ from mypt_lightning.errors import UserError
 from mypt_lightning.training.fault_tolerance import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, claim_run_dir
 from test_faults import run_py
 from helpers import write_jsonl, write_packed_dataset
-from test_train_e2e import ROOT, compose_cfg, tiny_overrides
+from helpers import ROOT, compose_cfg, tiny_overrides
 
 MAX_STEPS = 30
 

@@ -8,67 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import mypt_lightning.config  # noqa: F401
-from helpers import BLOCK, write_packed_dataset
+from helpers import BLOCK, ROOT, SimulatedCrash, StepLosses, compose_cfg, tiny_overrides, write_packed_dataset
 from mypt_lightning import load_model
 from mypt_lightning.errors import UserError
 from mypt_lightning.training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return write_packed_dataset(tmp_path_factory.mktemp("data") / "sft_tiny", {"train": 40, "val": 4})
-
-
-def tiny_overrides(dataset: Path, output_dir: Path, **extra) -> list[str]:
-    values = {
-        "model": "tiny", "trainer": "cpu", "logger": "none", "data_mix": "none",
-        "phase": "phase1_format_lock", "init_from": "null",
-        "phase.dataset_dir": str(dataset), "paths.output_dir": str(output_dir),
-        "paths.output_root": str(output_dir.parent),
-        "model.n_embd": 32, "model.n_head": 2, "model.n_layer": 2, "model.block_size": BLOCK,
-        "model.rope_scale": 1.0, "model.dropout": 0.1, "model.neftune_alpha": 5,
-        "optim.lr": 3e-3, "optim.warmup_steps": 2,
-        "train.max_steps": 6, "train.accumulate_grad_batches": 2,
-        "train.eval_every_steps": 3, "train.checkpoint_every_steps": 3,
-        "data.batch_size": 2, "data.num_workers": 2, "data.max_val_samples": 4,
-        "callbacks.progress_bar": "null", "callbacks.model_summary": "null",
-        "curriculum.run_gate": "false",
-    }
-    values.update(extra)
-    return [f"{k}={v}" for k, v in values.items()]
-
-
-def compose_cfg(overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
-class StepLosses(L.Callback):
-    """Records train/loss per optimizer step; optionally crashes after a given step."""
-
-    def __init__(self, crash_after_step: int | None = None):
-        self.losses: dict[int, float] = {}
-        self.crash_after_step = crash_after_step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        metrics = pl_module.last_step_metrics
-        if metrics and trainer.global_step not in self.losses:
-            self.losses[trainer.global_step] = metrics["train/loss"]
-            if trainer.global_step == self.crash_after_step:
-                raise SimulatedCrash(f"killed after step {trainer.global_step}")
-
-
-class SimulatedCrash(RuntimeError):
-    pass
 
 
 def test_train_checkpoint_export_and_load(dataset, tmp_path):
