@@ -47,11 +47,15 @@ class GateCallback(L.Callback):
         workspace: docs folder for the phase 3-6 gates (default: the bundled workspace).
         batch_size: cases decoded together (None = the device's default, 1 = one at a time).
         regression: also run the gates of phases 1..phase-1 (logged as ``gate/phase<k>/...``).
+        stop_on_pass_from_step: a step: end training at the first validation at or after it
+            where every gate run passes (the export is then the model that passed; max_steps
+            stays the upper bound). None: train to max_steps.
     """
 
     def __init__(self, phase: int | str, every_n_validations: int = 1, max_cases: int | None = None,
                  table_rows: int = 30, output_dir: str | None = None, workspace: str | None = None,
-                 protocol: str = "ours", batch_size: int | None = None, regression: bool = False):
+                 protocol: str = "ours", batch_size: int | None = None, regression: bool = False,
+                 stop_on_pass_from_step: int | None = None):
         super().__init__()
         from mypt_lightning.tokens.protocol_profiles import get_profile
 
@@ -72,6 +76,13 @@ class GateCallback(L.Callback):
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be an integer >= 1 or null, got {batch_size!r}")
         self.batch_size = batch_size
+        if stop_on_pass_from_step is not None and (isinstance(stop_on_pass_from_step, bool)
+                                                   or not isinstance(stop_on_pass_from_step, int) or stop_on_pass_from_step < 0):
+            raise ValueError(f"stop_on_pass_from_step must be an integer >= 0 or null, got {stop_on_pass_from_step!r}")
+        # (not Lightning's min_steps: with it, Lightning also waits for a whole epoch, and an epoch of
+        # the epoch-sampled data can be longer than the run)
+        self.stop_on_pass_from_step = stop_on_pass_from_step
+        self._all_passed = False  # every gate of the latest run passed
         self._workspace = None
         self._validations = 0
         self._warned = False
@@ -94,9 +105,17 @@ class GateCallback(L.Callback):
                               "Run tools/eval_gates.py on the exported model instead.")
                 self._warned = True
             return
-        if not trainer.is_global_zero:
-            return
-        self.run_gate(trainer, pl_module)
+        if trainer.is_global_zero:
+            self.run_gate(trainer, pl_module)
+        if self.stop_on_pass_from_step is not None:
+            # The gates run on rank 0 only; every rank must take the same decision or DDP hangs.
+            done = self._all_passed and trainer.global_step >= self.stop_on_pass_from_step
+            if trainer.strategy.broadcast(done, src=0):
+                trainer.should_stop = True
+                from mypt_lightning.training.console import emit
+
+                emit(f"[mypt] step {trainer.global_step}: the gate passed, training stops here "
+                     f"(callbacks.gate.stop_on_pass_from_step={self.stop_on_pass_from_step}; max_steps {trainer.max_steps})")
 
     def run_gate(self, trainer: L.Trainer, pl_module: L.LightningModule):
         """Run every gate of this callback on the model being trained; this phase's result."""
@@ -111,11 +130,15 @@ class GateCallback(L.Callback):
         was_training = model.training
         step = trainer.global_step
         result = None
+        self._all_passed = False
         try:
+            results = []
             for gate in self.gates:
                 result = gate.run(ModelPolicy(model, SamplingConfig(temperature=0.0)), workspace=self._workspace,
                                   max_cases=self.max_cases, protocol=self.protocol, batch_size=self.batch_size)
                 self._record(trainer, gate, result, step)
+                results.append(result)
+            self._all_passed = all(r.passed for r in results)
         finally:
             model.train(was_training)
         self.last_result = (step, result)
