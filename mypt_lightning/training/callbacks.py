@@ -35,6 +35,13 @@ from mypt_lightning.training.loggers import wandb_loggers
 TABLE_COLUMNS = ["step", "id", "category", "language", "verdict", "prompt", "output", "reason"]
 
 
+def _optional_int(name: str, value, minimum: int):
+    """``value`` if it is None or an integer >= ``minimum`` (a bool is not one), else ValueError."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ValueError(f"{name} must be an integer >= {minimum} or null, got {value!r}")
+    return value
+
+
 class GateCallback(L.Callback):
     """Run phase ``phase``'s gate at validation and log its pass rates and sample table.
 
@@ -72,16 +79,10 @@ class GateCallback(L.Callback):
         self.table_rows = table_rows
         self.output_dir = output_dir
         self.workspace_dir = workspace
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ValueError(f"batch_size must be an integer >= 1 or null, got {batch_size!r}")
-        self.batch_size = batch_size
-        if stop_on_pass_from_step is not None and (isinstance(stop_on_pass_from_step, bool)
-                                                   or not isinstance(stop_on_pass_from_step, int) or stop_on_pass_from_step < 0):
-            raise ValueError(f"stop_on_pass_from_step must be an integer >= 0 or null, got {stop_on_pass_from_step!r}")
+        self.batch_size = _optional_int("batch_size", batch_size, 1)
         # (not Lightning's min_steps: with it, Lightning also waits for a whole epoch, and an epoch of
         # the epoch-sampled data can be longer than the run)
-        self.stop_on_pass_from_step = stop_on_pass_from_step
+        self.stop_on_pass_from_step = _optional_int("stop_on_pass_from_step", stop_on_pass_from_step, 0)
         self._all_passed = False  # every gate of the latest run passed
         self._workspace = None
         self._validations = 0
