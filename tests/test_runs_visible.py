@@ -232,3 +232,19 @@ def test_tiny_run_console_run_log_summary_plots_and_resume(tmp_path):
     assert "[mypt] step 5/6" in log and "[mypt] step 6/6 (100%)" in log  # the bar's steps as lines
     rows = csv_columns(run_dir / "csv" / "metrics.csv")
     assert sorted(rows["train/loss"]) == [1, 2, 3, 4, 5, 6] and sorted(rows["val/val/loss"]) == [2, 4, 6]
+
+
+def test_known_harmless_warnings_are_hidden_and_others_are_not():
+    """Lightning's model-summary note under bf16-mixed (its MB estimate only) is hidden; an
+    unlisted warning still reaches the user."""
+    import warnings
+
+    from mypt_lightning.training.console import silence_known_noise
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_known_noise()
+        warnings.warn("Precision bf16-mixed is not supported by the model summary.  Estimated model size in MB "
+                      "will not be accurate. Using 32 bits instead.", UserWarning)
+        warnings.warn("something the user must see", UserWarning)
+    assert [str(w.message) for w in caught] == ["something the user must see"]

@@ -37,6 +37,8 @@ HARMLESS_WARNINGS: list[tuple[str, str]] = [
      "CPU runs use 0-2 loader workers on purpose: batches are read from memory-mapped files, the cores train"),
     (r".*Checkpoint directory .* exists and is not empty.*",
      "a resumed run (ckpt_path=last) keeps its checkpoints there; a new run never lands on an old one (claim_run_dir)"),
+    (r".*Precision .* is not supported by the model summary.*",
+     "only the summary's size-in-MB estimate assumes 32 bits under *-mixed precision; training is unaffected"),
     (r".*You called `self.log\(.*` but have no logger configured.*",
      "logger=none runs: the progress bar still shows the value"),
 ]
