@@ -13,6 +13,15 @@ step time and tokens/s. Rows:
     hf llama unpacked      transformers, attn_implementation="sdpa"
     mypt packed            --episodes episodes per row, segment ids, SDPA + dense block mask
     mypt packed (eager)    same, explicit softmax math (--with_eager, for comparison)
+    mypt packed (bf16 autocast)  same weights, matmuls in bf16 under torch.autocast (--with_bf16;
+                           what trainer.precision=bf16-mixed does on CPU)
+
+--supervised_fraction F scores only that share of positions, as the trainer does (it runs the
+vocabulary head and the softmax on supervised positions only); the transformers row, which has no
+such option, is then left out. For the tiny demo model the head is most of a step:
+
+    python benchmarks/bench_train_step.py --n_embd 128 --n_layer 2 --n_head 4 --seq_len 512 \
+        --batch_size 2 --episodes 8 --supervised_fraction 0.3 --with_bf16 --steps 20
 
 Goals (issue 2): mypt >= 1.0x hf; packed <= 1.3x the cost of unpacked. On a shared machine
 the paired ratio (median over rounds of the ratio of two rows' back-to-back steps) and the min
@@ -59,18 +68,32 @@ def build_hf(model: MyPT):
     return hf.train()
 
 
-def make_step(model, forward):
+def make_step(model, forward, scored=None, bf16: bool = False):
+    """One train step of ``model``; ``scored`` (bool, like the inputs): the positions the loss
+    scores (``forward`` then returns their logits only); ``bf16``: run it under bf16 autocast."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, foreach=True)
 
     def step(ids, targets, seg):
         opt.zero_grad(set_to_none=True)
-        logits = forward(ids, seg)
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(ids, seg)
+        if scored is not None:
+            targets = targets[scored]
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         loss.backward()
         opt.step()
         return loss.item()
 
     return step
+
+
+def _bf16_flags() -> str:
+    """The CPU's bf16 matmul units as /proc/cpuinfo names them (Linux), or 'unknown'."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(f for f in flags if f in ("amx_bf16", "avx512_bf16")) or "none"
 
 
 def main(argv=None) -> None:
@@ -86,7 +109,12 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--no_hf", action="store_true", help="skip the transformers row")
     p.add_argument("--with_eager", action="store_true", help="add a packed row on the eager (explicit math) path")
+    p.add_argument("--with_bf16", action="store_true", help="add a packed row under bf16 autocast (bf16-mixed)")
+    p.add_argument("--supervised_fraction", type=float, default=1.0,
+                   help="share of positions the loss scores, as in training (< 1 leaves out the transformers row)")
     args = p.parse_args(argv)
+    if not 0 < args.supervised_fraction <= 1:
+        p.error(f"--supervised_fraction must be in (0, 1], got {args.supervised_fraction}")
     torch.set_num_threads(args.threads)
     load_before = f"{os.getloadavg()[0]:.2f}"
     torch.manual_seed(0)
@@ -99,16 +127,28 @@ def main(argv=None) -> None:
     ids = torch.randint(0, cfg.vocab_size, (B, T + 1), generator=gen)
     inputs, targets = ids[:, :-1], ids[:, 1:]
     seg = packed_segments(B, T, args.episodes, gen)
+    scored = None
+    if args.supervised_fraction < 1:
+        scored = torch.rand(B, T, generator=gen) < args.supervised_fraction
 
-    rows = {"mypt unpacked": (make_step(ours, lambda x, s: ours(x)), None)}
-    if not args.no_hf:
+    def copy_of(model, **config):
+        clone = MyPT(MyPTConfig(**{**cfg.to_dict(), **config})).train()
+        clone.load_state_dict(model.state_dict())
+        return clone
+
+    rows = {"mypt unpacked": (make_step(ours, lambda x, s: ours(x, predict_mask=scored), scored), None)}
+    if not args.no_hf and scored is None:
         hf = build_hf(ours)  # copies the weights; the two models then train independently
         rows["hf llama unpacked"] = (make_step(hf, lambda x, s: hf(input_ids=x).logits), None)
-    rows["mypt packed"] = (make_step(ours, lambda x, s: ours(x, segment_ids=s)), seg)
+    rows["mypt packed"] = (make_step(ours, lambda x, s: ours(x, segment_ids=s, predict_mask=scored), scored), seg)
     if args.with_eager:
-        eager = MyPT(MyPTConfig(**{**cfg.to_dict(), "attn_impl": "eager"})).train()
-        eager.load_state_dict(ours.state_dict())
-        rows["mypt packed (eager)"] = (make_step(eager, lambda x, s: eager(x, segment_ids=s)), seg)
+        eager = copy_of(ours, attn_impl="eager")
+        rows["mypt packed (eager)"] = (make_step(eager, lambda x, s: eager(x, segment_ids=s, predict_mask=scored),
+                                                 scored), seg)
+    if args.with_bf16:
+        low = copy_of(ours)
+        rows["mypt packed (bf16 autocast)"] = (
+            make_step(low, lambda x, s: low(x, segment_ids=s, predict_mask=scored), scored, bf16=True), seg)
 
     times: dict[str, list[float]] = {name: [] for name in rows}
     cpu: dict[str, list[float]] = {name: [] for name in rows}  # process CPU seconds: robust to waiting
@@ -127,6 +167,7 @@ def main(argv=None) -> None:
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"# d={args.n_embd} layers={args.n_layer} heads={args.n_head} T={T} batch={B} "
           f"params={n_params / 1e6:.1f}M episodes/packed row={args.episodes} "
+          f"scored positions={args.supervised_fraction:g} "
           f"timed steps/row={args.steps}, interleaved")
     base = statistics.median(times["mypt unpacked"])
     cpu_base = statistics.median(cpu["mypt unpacked"])
@@ -153,6 +194,11 @@ def main(argv=None) -> None:
     packed_cpu = statistics.median(cpu["mypt packed"]) / cpu_base
     print(f"packed cost vs unpacked: {paired('mypt packed', 'mypt unpacked'):.2f}x paired, {packed:.2f}x by "
           f"median, {packed_min:.2f}x by min, {packed_cpu:.2f}x by CPU time (goal <= 1.3x)")
+    if "mypt packed (bf16 autocast)" in times:
+        low = "mypt packed (bf16 autocast)"
+        print(f"bf16 autocast speed vs fp32 (packed): {paired('mypt packed', low):.2f}x paired, "
+              f"{min(times['mypt packed']) / min(times[low]):.2f}x by min (> 1: bf16 is faster; "
+              f"CPU bf16 units: {_bf16_flags()})")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,12 @@ def _cuda_available() -> bool:
 
 
 def default_precision() -> str:
-    """bf16-mixed where the GPU supports it, full fp32 on CPU (CPU bf16 autocast is slow)."""
+    """bf16-mixed where the GPU supports it, else full fp32.
+
+    CPUs get fp32 even where bf16 is faster (with AMX, docs/benchmarks.md "Train step"): on CPUs
+    without bf16 matmul units (AMX, AVX512-BF16) bf16 autocast is slower than fp32, and the CPU
+    recipes' gate results were measured in fp32. ``trainer.precision=bf16-mixed`` opts in.
+    """
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
