@@ -140,15 +140,14 @@ def main(argv=None) -> None:
     if not args.no_hf and scored is None:
         hf = build_hf(ours)  # copies the weights; the two models then train independently
         rows["hf llama unpacked"] = (make_step(hf, lambda x, s: hf(input_ids=x).logits), None)
-    rows["mypt packed"] = (make_step(ours, lambda x, s: ours(x, segment_ids=s, predict_mask=scored), scored), seg)
+    def packed_step(model, bf16=False):
+        return make_step(model, lambda x, s: model(x, segment_ids=s, predict_mask=scored), scored, bf16=bf16), seg
+
+    rows["mypt packed"] = packed_step(ours)
     if args.with_eager:
-        eager = copy_of(ours, attn_impl="eager")
-        rows["mypt packed (eager)"] = (make_step(eager, lambda x, s: eager(x, segment_ids=s, predict_mask=scored),
-                                                 scored), seg)
+        rows["mypt packed (eager)"] = packed_step(copy_of(ours, attn_impl="eager"))
     if args.with_bf16:
-        low = copy_of(ours)
-        rows["mypt packed (bf16 autocast)"] = (
-            make_step(low, lambda x, s: low(x, segment_ids=s, predict_mask=scored), scored, bf16=True), seg)
+        rows["mypt packed (bf16 autocast)"] = packed_step(copy_of(ours), bf16=True)
 
     times: dict[str, list[float]] = {name: [] for name in rows}
     cpu: dict[str, list[float]] = {name: [] for name in rows}  # process CPU seconds: robust to waiting
