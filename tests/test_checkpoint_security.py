@@ -227,3 +227,18 @@ def test_absurd_or_hostile_config_fails_fast_and_named(tmp_path):
     (path / "config.json").write_text("[" * 100000 + "]" * 100000)
     with pytest.raises(CheckpointError, match=r"config\.json: cannot read JSON"):
         load_model(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_plain_pickle_posing_as_a_checkpoint_is_refused_quietly(tmp_path, sentinel, protocol):
+    """A bare pickle.dumps (not torch.save) of code: refused, its code not run, and torch's
+    "Detected pickle protocol" warning does not precede the one-line error."""
+    import warnings
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"model": RunsCode(sentinel)}, protocol=protocol))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match=str(path)):
+            check_loadable(path)
+    assert [str(w.message) for w in caught] == []

@@ -319,7 +319,9 @@ def _torch_load(source: Path | io.BytesIO, where: str | Path | None = None, mmap
     if mmap and not (isinstance(source, Path) and zipfile.is_zipfile(source)):
         mmap = False  # only the zip format (torch >= 1.6) can be mapped
     try:
-        with trusted_types():
+        with trusted_types(), warnings.catch_warnings():
+            # torch warns before refusing a plain pickle of protocol > 2; the error below says it in one line
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint")
             return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         refused = _refused_globals(source, e)
